@@ -1,0 +1,3 @@
+"""REST routes of execution under /api."""
+
+urlpatterns: list = []

@@ -1,0 +1,18 @@
+"""The ASGI application: Django for HTTP, the collaboration consumer for WebSockets."""
+
+import os
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "interview.settings")
+django_asgi_app = get_asgi_application()
+
+from collaboration.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": URLRouter(websocket_urlpatterns),
+    }
+)

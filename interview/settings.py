@@ -1,0 +1,233 @@
+"""Every setting of the project, read from the environment (or `.env`) in this one place."""
+
+import os
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# An optional .env in the project root; real environment variables win over it.
+if (BASE_DIR / ".env").is_file():
+    env.read_env(str(BASE_DIR / ".env"), overwrite=False)
+
+
+def _local_secret_key() -> str:
+    """Return the secret key kept in a git-ignored file, generating it on first start."""
+    path = Path(env.str("SECRET_KEY_FILE", default=str(BASE_DIR / ".secret_key")))
+    try:
+        key = path.read_text().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(50)
+    # O_EXCL: two workers starting at once must agree on one key, so the loser re-reads.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+# Where `manage.py serve` (and so `make run`) listens.
+SERVER_HOST = env.str("HOST", default="0.0.0.0")
+SERVER_PORT = env.int("PORT", default=3000)
+
+CLIENT_URL = env.str("CLIENT_URL", default="http://localhost:3001").rstrip("/")
+CORS_ORIGINS = env.list("CORS_ORIGINS", default=["http://localhost:3001", "http://localhost:3000"])
+
+APP_NAME = "Collaborative Interview API"
+APP_VERSION = "1.0.0"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "interview",
+    "sessions.apps.InterviewSessionsConfig",
+    "collaboration.apps.CollaborationConfig",
+    "execution.apps.ExecutionConfig",
+]
+
+MIDDLEWARE = [
+    "interview.middleware.BodySizeLimitMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "interview.urls"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "interview.asgi.application"
+
+# --- Database -------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+_db = DATABASES["default"]
+# Connections stay open between requests and in the consumers' database thread:
+# reconnecting per operation costs more than the operation itself.
+_db["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=600)
+_db["CONN_HEALTH_CHECKS"] = True
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # A concurrent server on SQLite: WAL lets readers run beside the writer, the busy
+    # timeout makes a second writer wait instead of failing, and IMMEDIATE takes the
+    # write lock at BEGIN so no transaction fails half-way with "database is locked".
+    _db.setdefault("OPTIONS", {}).update(
+        {
+            "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=30.0),
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    _db.setdefault("TEST", {})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channels -------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+# A group message is dropped when a member's channel is full, so the capacity is far
+# above what a client can have in flight; expiry bounds memory of a dead consumer.
+CHANNEL_CAPACITY = env.int("CHANNEL_CAPACITY", default=10_000)
+CHANNEL_EXPIRY = env.int("CHANNEL_EXPIRY", default=60)
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": CHANNEL_EXPIRY,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY},
+        }
+    }
+
+# --- Limits (all overridable from the environment; the README lists them) -------------
+MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=1_048_576)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+MAX_CODE_BYTES = env.int("MAX_CODE_BYTES", default=262_144)
+MAX_TITLE_LENGTH = 200
+MAX_NAME_LENGTH = 100
+SESSION_DEFAULT_EXPIRES_HOURS = env.int("SESSION_DEFAULT_EXPIRES_HOURS", default=24)
+SESSION_MAX_EXPIRES_HOURS = 168
+HISTORY_DEFAULT_LIMIT = 50
+HISTORY_MAX_LIMIT = 100
+
+# --- REST framework and OpenAPI --------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "interview.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "interview.schema.AutoSchema",
+    "DATETIME_FORMAT": "iso-8601",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": APP_NAME,
+    "DESCRIPTION": (
+        "Backend of a collaborative coding-interview platform: sessions with a shared, "
+        "live-edited document, code snapshots and history, and sandboxed execution. "
+        "The realtime half is a WebSocket at `/ws/sessions/{sessionId}`."
+    ),
+    "VERSION": APP_VERSION,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["interview.schema.strip_optional_slash"],
+    "ENUM_NAME_OVERRIDES": {"LanguageEnum": "sessions.models.Language"},
+    "TAGS": [
+        {"name": "sessions", "description": "Interview sessions, their code and snapshots."},
+        {"name": "collaboration", "description": "Who is connected and what happened."},
+        {"name": "execution", "description": "Run code in a sandbox."},
+        {"name": "meta", "description": "Service information and health."},
+    ],
+}
+
+# --- CORS -------------------------------------------------------------------------------
+CORS_ALLOWED_ORIGINS = CORS_ORIGINS
+CORS_ALLOW_CREDENTIALS = True
+CSRF_TRUSTED_ORIGINS = CORS_ORIGINS
+
+# --- Static files (admin CSS and the offline Swagger UI / ReDoc assets) ------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- Internationalisation and time --------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging -----------------------------------------------------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="info").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
+}
+
+# --- Collaboration ------------------------------------------------------------------------
+# Edits by one user closer together than this share one `edit` history entry.
+HISTORY_COALESCE_SECONDS = env.float("HISTORY_COALESCE_SECONDS", default=30.0)
+# A delta based on a version more than this many changes old must resync instead.
+OT_MAX_REBASE_VERSIONS = env.int("OT_MAX_REBASE_VERSIONS", default=1000)

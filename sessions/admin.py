@@ -1,0 +1,149 @@
+"""Admin for sessions: searchable, filterable, with snapshots and history inline."""
+
+import uuid
+
+from django.contrib import admin
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.html import format_html
+
+from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
+
+
+def _code_block(code: str | None):
+    if code is None:
+        return "-"
+    return format_html(
+        '<pre style="font-family: ui-monospace, Menlo, Consolas, monospace; white-space: pre; '
+        'max-height: 30em; overflow: auto; padding: .5em; background: var(--darkened-bg)">{}</pre>',
+        code,
+    )
+
+
+class ExpiredFilter(admin.SimpleListFilter):
+    title = "expired"
+    parameter_name = "expired"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Expired"), ("no", "Live")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        if self.value() == "yes":
+            return queryset.filter(expires_at__lte=now)
+        if self.value() == "no":
+            return queryset.filter(expires_at__gt=now)
+        return queryset
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class SnapshotInline(ReadOnlyInline):
+    model = CodeSnapshot
+    fields = ["created_at", "language", "version", "code_view"]
+    readonly_fields = fields
+
+    @admin.display(description="code")
+    def code_view(self, obj):
+        return _code_block(obj.code)
+
+
+class HistoryInline(ReadOnlyInline):
+    model = HistoryEntry
+    fields = ["timestamp", "user_id", "change_type", "description", "count"]
+    readonly_fields = fields
+
+
+class UuidSearchMixin:
+    """Search by a whole UUID (with or without dashes) as well as by the usual fields."""
+
+    uuid_search_field = "id"
+
+    def get_search_results(self, request, queryset, search_term):
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        try:
+            wanted = uuid.UUID(search_term.strip())
+        except ValueError:
+            return results, may_have_duplicates
+        return results | queryset.filter(Q(**{self.uuid_search_field: wanted})), may_have_duplicates
+
+
+@admin.register(InterviewSession)
+class InterviewSessionAdmin(UuidSearchMixin, admin.ModelAdmin):
+    list_display = ["id", "title", "language", "version", "created_at", "expires_at", "is_live"]
+    list_filter = ["language", ExpiredFilter]
+    search_fields = ["title"]
+    date_hierarchy = "created_at"
+    readonly_fields = ["id", "created_at", "code_modified_at", "version", "code_view"]
+    fields = ["id", "title", "language", "expires_at", "created_at", "code_modified_at", "version", "code_view"]
+    inlines = [SnapshotInline, HistoryInline]
+
+    @admin.display(boolean=True, description="live")
+    def is_live(self, obj):
+        return not obj.is_expired
+
+    @admin.display(description="current code")
+    def code_view(self, obj):
+        return _code_block(obj.code)
+
+
+@admin.register(CodeSnapshot)
+class CodeSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["id", "session", "language", "version", "created_at"]
+    list_filter = ["language"]
+    search_fields = ["session__title"]
+    readonly_fields = ["id", "session", "language", "version", "created_at", "code_view"]
+    exclude = ["code"]
+
+    @admin.display(description="code")
+    def code_view(self, obj):
+        return _code_block(obj.code)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(HistoryEntry)
+class HistoryEntryAdmin(admin.ModelAdmin):
+    list_display = ["timestamp", "session", "user_id", "change_type", "description", "count"]
+    list_filter = ["change_type"]
+    search_fields = ["user_id", "description", "session__title"]
+    readonly_fields = ["session", "timestamp", "user_id", "change_type", "description", "count", "code_view"]
+    exclude = ["code_snapshot"]
+
+    @admin.display(description="code snapshot")
+    def code_view(self, obj):
+        return _code_block(obj.code_snapshot)
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(DocumentOperation)
+class DocumentOperationAdmin(admin.ModelAdmin):
+    list_display = ["session", "version", "user_id", "seq", "created_at"]
+    search_fields = ["user_id"]
+    readonly_fields = ["session", "version", "user_id", "seq", "changes", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Participant)
+class ParticipantAdmin(admin.ModelAdmin):
+    list_display = ["name", "user_id", "session", "joined_at", "connections", "last_seen_at"]
+    search_fields = ["name", "user_id"]
+    readonly_fields = ["session", "user_id", "joined_at", "cursor_position", "connections", "last_seen_at"]

@@ -1,0 +1,132 @@
+"""The data of an interview: the session and its document, snapshots, history, operations."""
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+
+class Language(models.TextChoices):
+    JAVASCRIPT = "javascript", "JavaScript"
+    PYTHON = "python", "Python"
+    JAVA = "java", "Java"
+    CPP = "cpp", "C++"
+
+
+STARTER_CODE = {
+    Language.JAVASCRIPT: "// Write your JavaScript solution here\n",
+    Language.PYTHON: "# Write your Python solution here\n",
+    Language.JAVA: "// Write your Java solution here\n",
+    Language.CPP: "// Write your C++ solution here\n",
+}
+
+
+class InterviewSession(models.Model):
+    """One interview: a shared document with a version that rises by one per change."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    title = models.CharField(max_length=200, null=True, blank=True)
+    language = models.CharField(max_length=16, choices=Language.choices, default=Language.JAVASCRIPT)
+    code = models.TextField(blank=True, default="")
+    version = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    code_modified_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "interview session"
+
+    def __str__(self):
+        return f"{self.title or 'Untitled'} ({self.id})"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at <= timezone.now()
+
+
+class CodeSnapshot(models.Model):
+    """Code saved explicitly through the REST API."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="snapshots")
+    code = models.TextField(blank=True)
+    language = models.CharField(max_length=16, choices=Language.choices)
+    version = models.PositiveBigIntegerField(help_text="Document version this snapshot made current.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Snapshot {self.id} of {self.session_id}"
+
+
+class ChangeType(models.TextChoices):
+    EDIT = "edit", "Edit"
+    LANGUAGE_CHANGE = "language-change", "Language change"
+    SNAPSHOT = "snapshot", "Snapshot"
+    EXECUTION = "execution", "Execution"
+    TITLE_CHANGE = "title-change", "Title change"
+
+
+class HistoryEntry(models.Model):
+    """A readable line of what happened in a session (edits are coalesced per burst)."""
+
+    session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="history")
+    timestamp = models.DateTimeField(default=timezone.now)
+    user_id = models.CharField(max_length=128, null=True, blank=True)
+    change_type = models.CharField(max_length=32, choices=ChangeType.choices)
+    description = models.CharField(max_length=500)
+    code_snapshot = models.TextField(null=True, blank=True)
+    count = models.PositiveIntegerField(default=1, help_text="Changes coalesced into this entry.")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "-id"])]
+        verbose_name_plural = "history entries"
+
+    def __str__(self):
+        return f"{self.change_type} by {self.user_id or '-'} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class DocumentOperation(models.Model):
+    """The operation log: every accepted change of a document, in version order."""
+
+    session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="operations")
+    version = models.PositiveBigIntegerField(help_text="The version this change produced.")
+    user_id = models.CharField(max_length=128, null=True, blank=True)
+    seq = models.BigIntegerField(null=True, blank=True)
+    changes = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "version"], name="operation_version_unique"),
+        ]
+        indexes = [models.Index(fields=["session", "user_id", "seq"])]
+
+    def __str__(self):
+        return f"v{self.version} of {self.session_id}"
+
+
+class Participant(models.Model):
+    """A user who joined a session; connected while `connections` is above zero."""
+
+    session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="participants")
+    user_id = models.CharField(max_length=128)
+    name = models.CharField(max_length=100)
+    joined_at = models.DateTimeField(default=timezone.now)
+    cursor_position = models.JSONField(null=True, blank=True)
+    connections = models.PositiveIntegerField(default=0)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["joined_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "user_id"], name="participant_user_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.user_id})"

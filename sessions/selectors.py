@@ -1,0 +1,42 @@
+"""Reads of sessions and what hangs off them."""
+
+import uuid
+
+from django.utils import timezone
+
+from interview.errors import SessionNotFound
+from sessions.models import HistoryEntry, InterviewSession, Participant
+
+
+def parse_session_id(value) -> uuid.UUID:
+    """A session id from user input; anything that is not a UUID is an unknown session."""
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise SessionNotFound() from exc
+
+
+def session_get(*, session_id) -> InterviewSession:
+    """The live (unexpired) session with this id, else SessionNotFound."""
+    sid = parse_session_id(session_id)
+    session = InterviewSession.objects.filter(pk=sid, expires_at__gt=timezone.now()).first()
+    if session is None:
+        raise SessionNotFound()
+    return session
+
+
+def participants_active(*, session: InterviewSession) -> list[Participant]:
+    """Participants with at least one open connection, in the order they joined."""
+    return list(session.participants.filter(connections__gt=0).order_by("joined_at", "id"))
+
+
+def participant_active_count(*, session: InterviewSession) -> int:
+    """How many distinct users are connected and joined right now."""
+    return session.participants.filter(connections__gt=0).count()
+
+
+def history_recent(*, session: InterviewSession, limit: int) -> list[HistoryEntry]:
+    """The newest `limit` history entries, oldest first."""
+    newest = list(session.history.order_by("-id")[:limit])
+    newest.reverse()
+    return newest

@@ -1,0 +1,143 @@
+"""The REST shapes of sessions, code, participants and history (camelCase on the wire)."""
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from rest_framework import serializers
+
+from sessions.models import Language
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses strings, floats with fractions and booleans."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        if isinstance(data, float) and not data.is_integer():
+            self.fail("invalid")
+        return super().to_internal_value(int(data))
+
+
+def language_field(**kwargs):
+    return serializers.ChoiceField(choices=Language.values, help_text="One of javascript, python, java, cpp.", **kwargs)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample("Python interview", value={"language": "python", "title": "Two sum", "expiresIn": 24}),
+    ]
+)
+class SessionCreateSerializer(serializers.Serializer):
+    language = language_field(required=False, default=Language.JAVASCRIPT)
+    title = StrictCharField(
+        required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH, default=None
+    )
+    expiresIn = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.SESSION_MAX_EXPIRES_HOURS,
+        default=settings.SESSION_DEFAULT_EXPIRES_HOURS,
+        help_text="Hours until the session expires (1 to 168).",
+    )
+
+
+@extend_schema_serializer(examples=[OpenApiExample("Switch to Java", value={"language": "java"})])
+class SessionUpdateSerializer(serializers.Serializer):
+    language = language_field(required=False)
+    title = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH)
+
+
+class SessionSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField(source="id")
+    title = serializers.CharField(allow_null=True)
+    language = language_field()
+    createdAt = serializers.DateTimeField(source="created_at")
+    expiresAt = serializers.DateTimeField(source="expires_at")
+    activeParticipants = serializers.IntegerField(
+        source="active_participants", help_text="Distinct users connected and joined right now."
+    )
+    url = serializers.SerializerMethodField(help_text="The share link for the interview.")
+
+    def get_url(self, obj) -> str:
+        return f"{settings.CLIENT_URL}/interview/{obj.id}"
+
+
+class CodeSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField(source="id")
+    code = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    language = language_field()
+    lastModified = serializers.DateTimeField(source="code_modified_at")
+    version = serializers.IntegerField(help_text="Document version; rises by one per change.")
+
+
+@extend_schema_serializer(examples=[OpenApiExample("Save", value={"code": "print('hello')\n", "language": "python"})])
+class CodeSaveSerializer(serializers.Serializer):
+    code = StrictCharField(allow_blank=True, trim_whitespace=False)
+    language = language_field(required=False)
+
+    def validate_code(self, value: str) -> str:
+        limit = settings.MAX_CODE_BYTES
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise serializers.ValidationError(f"Code is larger than the limit of {limit} bytes.")
+        return value
+
+
+class SnapshotReceiptSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField(source="session_id")
+    snapshotId = serializers.UUIDField(source="id")
+    savedAt = serializers.DateTimeField(source="created_at")
+    version = serializers.IntegerField(help_text="Document version after the save.")
+
+
+class CursorPositionSerializer(serializers.Serializer):
+    line = serializers.IntegerField()
+    column = serializers.IntegerField()
+
+
+class ParticipantSerializer(serializers.Serializer):
+    userId = serializers.CharField(source="user_id")
+    name = serializers.CharField()
+    joinedAt = serializers.DateTimeField(source="joined_at")
+    cursorPosition = serializers.JSONField(
+        source="cursor_position", allow_null=True, help_text="`{line, column, ...}` or null."
+    )
+
+
+class ParticipantListSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField()
+    participants = ParticipantSerializer(many=True)
+
+
+class HistoryEntrySerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    userId = serializers.CharField(source="user_id", allow_null=True)
+    changeType = serializers.CharField(
+        source="change_type", help_text="edit, language-change, snapshot, execution, title-change."
+    )
+    description = serializers.CharField()
+    codeSnapshot = serializers.CharField(source="code_snapshot", allow_null=True)
+    count = serializers.IntegerField(help_text="How many changes this entry stands for.")
+
+
+class HistoryListSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField()
+    history = HistoryEntrySerializer(many=True)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.HISTORY_MAX_LIMIT,
+        default=settings.HISTORY_DEFAULT_LIMIT,
+        help_text="How many of the newest entries (1 to 100, default 50).",
+    )

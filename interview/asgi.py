@@ -8,11 +8,12 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "interview.settings")
 django_asgi_app = get_asgi_application()
 
+from collaboration.origins import OriginValidator  # noqa: E402
 from collaboration.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": URLRouter(websocket_urlpatterns),
+        "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
     }
 )

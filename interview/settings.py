@@ -145,7 +145,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "BACKEND": "collaboration.layers.FastInMemoryChannelLayer",
             "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY},
         }
     }
@@ -231,3 +231,14 @@ LOGGING = {
 HISTORY_COALESCE_SECONDS = env.float("HISTORY_COALESCE_SECONDS", default=30.0)
 # A delta based on a version more than this many changes old must resync instead.
 OT_MAX_REBASE_VERSIONS = env.int("OT_MAX_REBASE_VERSIONS", default=1000)
+# A connection whose process has not refreshed it for this long counts as gone.
+PRESENCE_TTL_SECONDS = env.int("PRESENCE_TTL_SECONDS", default=45)
+PRESENCE_HEARTBEAT_SECONDS = env.int("PRESENCE_HEARTBEAT_SECONDS", default=15)
+# A WebSocket that sends nothing for this long is closed.
+WS_IDLE_TIMEOUT_SECONDS = env.float("WS_IDLE_TIMEOUT_SECONDS", default=60.0)
+# Per-connection message rate: a token bucket refilled at RATE per second, holding BURST.
+WS_RATE_LIMIT_PER_SECOND = env.float("WS_RATE_LIMIT_PER_SECOND", default=30.0)
+WS_RATE_LIMIT_BURST = env.int("WS_RATE_LIMIT_BURST", default=60)
+WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=1_048_576)
+# Cursor moves are broadcast at once but stored at most this often per connection.
+CURSOR_STORE_INTERVAL_SECONDS = env.float("CURSOR_STORE_INTERVAL_SECONDS", default=1.0)

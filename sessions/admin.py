@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
+from sessions.selectors import presence_cutoff
 
 
 def _code_block(code: str | None):
@@ -144,6 +145,10 @@ class DocumentOperationAdmin(admin.ModelAdmin):
 
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
-    list_display = ["name", "user_id", "session", "joined_at", "connections", "last_seen_at"]
+    list_display = ["name", "user_id", "session", "joined_at", "live_connections"]
     search_fields = ["name", "user_id"]
-    readonly_fields = ["session", "user_id", "joined_at", "cursor_position", "connections", "last_seen_at"]
+    readonly_fields = ["session", "user_id", "joined_at", "cursor_position", "live_connections"]
+
+    @admin.display(description="live connections")
+    def live_connections(self, obj):
+        return obj.connections.filter(seen_at__gt=presence_cutoff()).count()

@@ -1,7 +1,7 @@
 """Change lists as CodeMirror 6 sends them: validated, applied, transformed and diffed in UTF-16 offsets."""
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from itertools import pairwise
 from typing import Any, TypedDict
 
@@ -37,12 +37,12 @@ def utf16_len(text: str) -> int:
     return len(text.encode(_UTF16, "surrogatepass")) // 2
 
 
-def normalize(changes: Any, length: int) -> list[Change]:
+def normalize(changes: object, length: int) -> list[Change]:
     """Validate `changes` against a document of `length` units and return them sorted, without no-ops."""
     return _normalize(changes, length)
 
 
-def apply(text: str, changes: Any) -> str:
+def apply(text: str, changes: object) -> str:
     """Return `text` with `changes` (offsets into `text` itself) applied."""
     if text.isascii():
         return _splice(text, _normalize(changes, len(text)))
@@ -52,9 +52,10 @@ def apply(text: str, changes: Any) -> str:
     if length == len(text):
         # Pure BMP: one code unit per code point, so offsets are already str indices.
         return _splice(text, normalized)
-    for index, change in enumerate(normalized):
-        if _splits_pair(data, change["from"]) or _splits_pair(data, change["to"]):
-            raise ChangeError(f"change {index} splits a surrogate pair")
+    for change in normalized:
+        for offset in (change["from"], change["to"]):
+            if _splits_pair(data, offset):
+                raise ChangeError(f"offset {offset} splits a surrogate pair")
     parts: list[bytes] = []
     last = 0
     for change in normalized:
@@ -65,7 +66,7 @@ def apply(text: str, changes: Any) -> str:
     return b"".join(parts).decode(_UTF16, "surrogatepass")
 
 
-def transform(changes: Any, over: Any, *, over_first: bool = True) -> list[Change]:
+def transform(changes: object, over: object, *, over_first: bool = True) -> list[Change]:
     """Rewrite `changes` to apply after `over`, both made against the same document."""
     mine = _normalize(changes, None)
     theirs = _normalize(over, None)
@@ -78,7 +79,7 @@ def transform(changes: Any, over: Any, *, over_first: bool = True) -> list[Chang
     return _changes(mapped)
 
 
-def transform_over_log(changes: Any, log: Sequence[Any]) -> list[Change]:
+def transform_over_log(changes: object, log: Iterable[object]) -> list[Change]:
     """Rewrite `changes` to apply after every change list in `log`, accepted in that order."""
     result = _normalize(changes, None)
     for accepted in log:
@@ -111,7 +112,7 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _normalize(changes: Any, length: int | None) -> list[Change]:
+def _normalize(changes: object, length: int | None) -> list[Change]:
     if not isinstance(changes, list | tuple):
         raise ChangeError("changes must be a list")
     result: list[Change] = []

@@ -4,6 +4,7 @@ The sessions app owns the group name and the message shapes so that REST writes 
 notify clients without importing the collaboration app (dependencies point one way).
 """
 
+import json
 import logging
 import uuid
 
@@ -41,9 +42,14 @@ def language_changed_message(*, user_id, language: str) -> dict:
     return wire_message("language-changed", {"language": language}, user_id)
 
 
-def group_event(message: dict, *, exclude: str | None = None) -> dict:
-    """Wrap a wire message for the group; `exclude` names a channel that must not get it."""
-    return {"type": MESSAGE_EVENT, "message": message, "exclude": exclude}
+def group_event(message: dict, *, exclude: str | None = None, version: int | None = None) -> dict:
+    """Wrap a wire message for the group or one channel, serialised once for every receiver.
+
+    `exclude` names a channel that must not get it; `version` is the document version a
+    code-update or code-ack stands for, by which each connection sends them in order.
+    """
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    return {"type": MESSAGE_EVENT, "text": text, "exclude": exclude, "version": version}
 
 
 def ended_event(reason: str) -> dict:

@@ -112,15 +112,13 @@ class DocumentOperation(models.Model):
 
 
 class Participant(models.Model):
-    """A user who joined a session; connected while `connections` is above zero."""
+    """A user who joined a session; present while one of their connections is alive."""
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="participants")
     user_id = models.CharField(max_length=128)
     name = models.CharField(max_length=100)
     joined_at = models.DateTimeField(default=timezone.now)
     cursor_position = models.JSONField(null=True, blank=True)
-    connections = models.PositiveIntegerField(default=0)
-    last_seen_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["joined_at"]
@@ -130,3 +128,20 @@ class Participant(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.user_id})"
+
+
+class ParticipantConnection(models.Model):
+    """One open WebSocket of a participant, kept alive by its server process's heartbeat.
+
+    Presence lives in the database, not in a process, so several server processes agree
+    on who is connected; a crashed process's rows stop being refreshed and expire.
+    """
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="connections")
+    channel_name = models.CharField(max_length=200, unique=True)
+    server_id = models.CharField(max_length=64, db_index=True)
+    opened_at = models.DateTimeField(default=timezone.now)
+    seen_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self):
+        return self.channel_name

@@ -1,11 +1,13 @@
 """Reads of sessions and what hangs off them."""
 
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.utils import timezone
 
 from interview.errors import SessionNotFound
-from sessions.models import HistoryEntry, InterviewSession, Participant
+from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection
 
 
 def parse_session_id(value) -> uuid.UUID:
@@ -25,14 +27,27 @@ def session_get(*, session_id) -> InterviewSession:
     return session
 
 
+def presence_cutoff():
+    """Connections not refreshed since this moment belong to a dead process."""
+    return timezone.now() - timedelta(seconds=settings.PRESENCE_TTL_SECONDS)
+
+
+def _active(session: InterviewSession):
+    return session.participants.filter(
+        pk__in=ParticipantConnection.objects.filter(participant__session=session, seen_at__gt=presence_cutoff()).values(
+            "participant_id"
+        )
+    )
+
+
 def participants_active(*, session: InterviewSession) -> list[Participant]:
-    """Participants with at least one open connection, in the order they joined."""
-    return list(session.participants.filter(connections__gt=0).order_by("joined_at", "id"))
+    """Participants with at least one live connection, in the order they joined."""
+    return list(_active(session).order_by("joined_at", "id"))
 
 
 def participant_active_count(*, session: InterviewSession) -> int:
     """How many distinct users are connected and joined right now."""
-    return session.participants.filter(connections__gt=0).count()
+    return _active(session).count()
 
 
 def history_recent(*, session: InterviewSession, limit: int) -> list[HistoryEntry]:

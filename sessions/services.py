@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from interview.errors import SessionNotFound
@@ -101,111 +102,190 @@ def _check_size(code: str) -> None:
         raise InvalidChange(f"The code would exceed the limit of {limit} bytes.")
 
 
-def _rebase(session: InterviewSession, change: CodeChange) -> list:
-    """The change's edits, validated and transformed to apply to the current document."""
-    if change.changes is None:
-        return document.diff(session.code, change.code or "")
-    base = change.base_version if change.base_version is not None else session.version
-    if base > session.version or base < 0:
-        raise InvalidChange(f"Unknown base version {base}; the document is at {session.version}.")
-    if session.version - base > settings.OT_MAX_REBASE_VERSIONS:
-        raise ResyncRequired(session.code, session.version)
-    if base == session.version:
-        return document.normalize(change.changes, document.utf16_len(session.code))
-    log = list(session.operations.filter(version__gt=base).order_by("version").values_list("changes", flat=True))
-    if len(log) != session.version - base:
-        # Older operations were purged: nothing to rebase over.
-        raise ResyncRequired(session.code, session.version)
-    # Validate against the document the client saw: its length is the current one less
-    # what each accepted change added.
-    base_length = document.utf16_len(session.code) - sum(
-        document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for op in log for c in op
-    )
-    ours = document.normalize(change.changes, base_length)
-    return document.transform_over_log(ours, log)
+def _length_delta(changes: list) -> int:
+    return sum(document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for c in changes)
 
 
-def _record_edit(session: InterviewSession, user_id: str | None, now) -> None:
+class _Document:
+    """A locked session's document while a batch of changes is applied to it in memory;
+    `flush` writes the session, the operation log and history in a few queries."""
+
+    def __init__(self, session: InterviewSession, changes: list[CodeChange]):
+        self.session = session
+        self.stored_version = session.version
+        self.new_ops: list[DocumentOperation] = []
+        self.edits: list[tuple[str | None, object]] = []
+        pairs = {(c.user_id, c.seq) for c in changes if c.seq is not None and c.user_id is not None}
+        self.applied_seqs: dict[tuple[str, int], int] = {}
+        if pairs:
+            query = Q()
+            for user_id, seq in pairs:
+                query |= Q(user_id=user_id, seq=seq)
+            for user_id, seq, version in session.operations.filter(query).values_list("user_id", "seq", "version"):
+                self.applied_seqs[(user_id, seq)] = version
+
+    def _log_since(self, base: int) -> list:
+        """The change lists accepted after `base`, from the database and this batch."""
+        stored = []
+        if base < self.stored_version:
+            stored = list(
+                self.session.operations.filter(version__gt=base).order_by("version").values_list("changes", flat=True)
+            )
+            if len(stored) != self.stored_version - base:
+                # Older operations were purged: nothing to rebase over.
+                raise ResyncRequired(self.session.code, self.session.version)
+        return stored + [op.changes for op in self.new_ops if op.version > base]
+
+    def _rebase(self, change: CodeChange) -> list:
+        session = self.session
+        if change.changes is None:
+            return document.diff(session.code, change.code or "")
+        base = change.base_version if change.base_version is not None else session.version
+        if base > session.version or base < 0:
+            raise InvalidChange(f"Unknown base version {base}; the document is at {session.version}.")
+        if session.version - base > settings.OT_MAX_REBASE_VERSIONS:
+            raise ResyncRequired(session.code, session.version)
+        length = document.utf16_len(session.code)
+        if base == session.version:
+            return document.normalize(change.changes, length)
+        log = self._log_since(base)
+        # Validate against the document the client saw: its length is the current one
+        # less what each change accepted since added.
+        ours = document.normalize(change.changes, length - sum(_length_delta(op) for op in log))
+        return document.transform_over_log(ours, log)
+
+    def apply(self, change: CodeChange) -> CodeChangeResult:
+        """Apply one change in memory; a rejected change leaves the document as it was."""
+        session = self.session
+        key = (change.user_id, change.seq)
+        if key in self.applied_seqs:
+            return CodeChangeResult(session.id, self.applied_seqs[key], session.code, [], change.user_id, True)
+        try:
+            changes = self._rebase(change)
+            new_code = document.apply(session.code, changes) if changes else session.code
+        except document.ChangeError as exc:
+            raise InvalidChange(str(exc)) from exc
+        if not changes:
+            return CodeChangeResult(session.id, session.version, session.code, [], change.user_id)
+        _check_size(new_code)
+        now = timezone.now()
+        session.code = new_code
+        session.version += 1
+        session.code_modified_at = now
+        self.new_ops.append(
+            DocumentOperation(
+                session=session,
+                version=session.version,
+                user_id=change.user_id,
+                seq=change.seq,
+                changes=changes,
+                created_at=now,
+            )
+        )
+        if change.seq is not None and change.user_id is not None:
+            self.applied_seqs[key] = session.version
+        self.edits.append((change.user_id, now))
+        return CodeChangeResult(session.id, session.version, new_code, changes, change.user_id)
+
+    def flush(self, *, record_edits: bool = True) -> None:
+        if not self.new_ops:
+            return
+        self.session.save(update_fields=["code", "version", "code_modified_at"])
+        DocumentOperation.objects.bulk_create(self.new_ops)
+        if record_edits:
+            _record_edits(self.session, self.edits)
+        self.stored_version = self.session.version
+        self.new_ops = []
+        self.edits = []
+
+
+def _record_edits(session: InterviewSession, edits: list) -> None:
     """One `edit` entry per user per burst of typing, counting the changes it holds."""
     window = timedelta(seconds=settings.HISTORY_COALESCE_SECONDS)
     last = session.history.order_by("-id").first()
-    if (
-        last is not None
-        and last.change_type == ChangeType.EDIT
-        and last.user_id == user_id
-        and now - last.timestamp <= window
-    ):
-        last.count += 1
-        last.timestamp = now
-        last.description = f"Edited the code ({last.count} changes)"
-        last.save(update_fields=["count", "timestamp", "description"])
-        return
-    HistoryEntry.objects.create(
-        session=session,
-        timestamp=now,
-        user_id=user_id,
-        change_type=ChangeType.EDIT,
-        description="Edited the code (1 change)",
-    )
+    dirty = False
+    for user_id, when in edits:
+        if (
+            last is not None
+            and last.change_type == ChangeType.EDIT
+            and last.user_id == user_id
+            and when - last.timestamp <= window
+        ):
+            last.count += 1
+            last.timestamp = when
+            dirty = True
+            continue
+        if dirty:
+            _save_edit(last)
+        last = HistoryEntry(session=session, timestamp=when, user_id=user_id, change_type=ChangeType.EDIT, count=1)
+        dirty = True
+    if dirty:
+        _save_edit(last)
 
 
-def apply_locked(session: InterviewSession, change: CodeChange, *, record_edit: bool = True) -> CodeChangeResult:
-    """Apply one change to a session locked by the caller's transaction.
+def _save_edit(entry: HistoryEntry) -> None:
+    entry.description = f"Edited the code ({entry.count} change{'s' if entry.count != 1 else ''})"
+    entry.save()
 
-    Everything is computed before the first write, so a rejected change writes nothing.
+
+def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: bool = True) -> list:
+    """Change sessions' code: the one path by which a document changes.
+
+    Each submission is rebased over what was accepted since its base version, applied,
+    logged with its new version, and recorded in history; all of them in one
+    transaction (group commit). Returns, per submission, a CodeChangeResult or the
+    exception that rejected it (InvalidChange, ResyncRequired, SessionNotFound), which
+    changed nothing. With `notify`, connected clients get `code-update` after commit.
     """
-    if change.seq is not None and change.user_id is not None:
-        done = (
-            session.operations.filter(user_id=change.user_id, seq=change.seq).values_list("version", flat=True).first()
-        )
-        if done is not None:
-            return CodeChangeResult(session.id, done, session.code, [], change.user_id, duplicate=True)
-    try:
-        changes = _rebase(session, change)
-        new_code = document.apply(session.code, changes) if changes else session.code
-    except document.ChangeError as exc:
-        raise InvalidChange(str(exc)) from exc
-    if not changes:
-        return CodeChangeResult(session.id, session.version, session.code, [], change.user_id)
-    _check_size(new_code)
-
-    now = timezone.now()
-    session.code = new_code
-    session.version += 1
-    session.code_modified_at = now
-    session.save(update_fields=["code", "version", "code_modified_at"])
-    DocumentOperation.objects.create(
-        session=session,
-        version=session.version,
-        user_id=change.user_id,
-        seq=change.seq,
-        changes=changes,
-        created_at=now,
-    )
-    if record_edit:
-        _record_edit(session, change.user_id, now)
-    return CodeChangeResult(session.id, session.version, new_code, changes, change.user_id)
+    results: list = [None] * len(submissions)
+    by_session: dict[uuid.UUID, list[int]] = {}
+    for index, (session_id, _change) in enumerate(submissions):
+        try:
+            by_session.setdefault(parse_session_id(session_id), []).append(index)
+        except SessionNotFound as exc:
+            results[index] = exc
+    with transaction.atomic():
+        for session_id, indices in by_session.items():
+            try:
+                session = _lock(session_id)
+            except SessionNotFound as exc:
+                for index in indices:
+                    results[index] = exc
+                continue
+            doc = _Document(session, [submissions[i][1] for i in indices])
+            for index in indices:
+                try:
+                    results[index] = doc.apply(submissions[index][1])
+                except (InvalidChange, ResyncRequired) as exc:
+                    results[index] = exc
+            doc.flush()
+            if notify:
+                for index in indices:
+                    if isinstance(results[index], CodeChangeResult) and results[index].changed:
+                        _notify_code_update(results[index])
+    return results
 
 
 def code_change_apply(*, session_id, change: CodeChange, notify: bool = True) -> CodeChangeResult:
-    """Change a session's code: rebase, apply, bump the version, log, record history,
-    and (after commit) tell connected clients."""
-    with transaction.atomic():
-        session = _lock(session_id)
-        result = apply_locked(session, change)
-        if notify and result.changed:
-            _notify_code_update(result)
+    """Apply one change (see code_changes_apply); raises what rejected it."""
+    (result,) = code_changes_apply(submissions=[(session_id, change)], notify=notify)
+    if isinstance(result, Exception):
+        raise result
     return result
 
 
-def _notify_code_update(result: CodeChangeResult, exclude: str | None = None) -> None:
+def _notify_code_update(result: CodeChangeResult) -> None:
     message = events.code_update_message(
         user_id=result.user_id, code=result.code, changes=result.changes, version=result.version
     )
-    transaction.on_commit(lambda: events.publish(result.session_id, events.group_event(message, exclude=exclude)))
+    transaction.on_commit(
+        lambda: events.publish(result.session_id, events.group_event(message, version=result.version))
+    )
 
 
-def language_change_locked(session: InterviewSession, language: str, user_id: str | None) -> bool:
+def language_change_locked(
+    session: InterviewSession, language: str, user_id: str | None, exclude: str | None = None
+) -> bool:
     """Set the language of a locked session; record and announce it if it changed."""
     if session.language == language:
         return False
@@ -220,7 +300,7 @@ def language_change_locked(session: InterviewSession, language: str, user_id: st
     )
     message = events.language_changed_message(user_id=user_id, language=language)
     sid = session.id
-    transaction.on_commit(lambda: events.publish(sid, events.group_event(message)))
+    transaction.on_commit(lambda: events.publish(sid, events.group_event(message, exclude=exclude)))
     return True
 
 
@@ -231,12 +311,14 @@ def session_update(
     title: str | None = None,
     set_title: bool = False,
     user_id: str | None = None,
+    exclude_channel: str | None = None,
 ) -> InterviewSession:
-    """Change a session's language and/or title."""
+    """Change a session's language and/or title; a new language is announced after commit
+    to every connection but `exclude_channel` (the one that asked)."""
     with transaction.atomic():
         session = _lock(session_id)
         if language is not None:
-            language_change_locked(session, language, user_id)
+            language_change_locked(session, language, user_id, exclude_channel)
         if set_title and title != session.title:
             session.title = title
             session.save(update_fields=["title"])
@@ -249,7 +331,9 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
         session = _lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id)
-        result = apply_locked(session, CodeChange(code=code, user_id=user_id), record_edit=False)
+        doc = _Document(session, [])
+        result = doc.apply(CodeChange(code=code, user_id=user_id))
+        doc.flush(record_edits=False)
         if result.changed:
             _notify_code_update(result)
         now = timezone.now()

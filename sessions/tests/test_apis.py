@@ -7,9 +7,31 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from sessions.models import ChangeType, CodeSnapshot, HistoryEntry, InterviewSession, Participant
+from sessions.models import (
+    ChangeType,
+    CodeSnapshot,
+    HistoryEntry,
+    InterviewSession,
+    Participant,
+    ParticipantConnection,
+)
 
 pytestmark = pytest.mark.django_db
+
+
+def add_participant(session, user_id, name, *, live=0, stale=0, cursor=None):
+    """A participant with `live` fresh connections and `stale` ones from a dead process."""
+    participant = Participant.objects.create(session=session, user_id=user_id, name=name, cursor_position=cursor)
+    old = timezone.now() - timedelta(hours=1)
+    for i in range(live + stale):
+        ParticipantConnection.objects.create(
+            participant=participant,
+            channel_name=f"{user_id}-{i}",
+            server_id="test",
+            seen_at=timezone.now() if i < live else old,
+        )
+    return participant
+
 
 ERROR_KEYS = {"error", "message", "statusCode", "detail"}
 
@@ -134,12 +156,13 @@ class TestSessionRetrieve:
         assert_error(api.delete(f"/api/sessions/{sid}"), 404, "SESSION_NOT_FOUND")
 
     def test_active_participants_counts_connected_users(self, api, make_session):
-        """activeParticipants counts distinct joined users with an open connection."""
+        """activeParticipants counts distinct joined users with a live connection, not stale ones."""
         sid = make_session()["sessionId"]
         session = InterviewSession.objects.get(pk=sid)
-        Participant.objects.create(session=session, user_id="a", name="A", connections=2)
-        Participant.objects.create(session=session, user_id="b", name="B", connections=1)
-        Participant.objects.create(session=session, user_id="c", name="C", connections=0)
+        add_participant(session, "a", "A", live=2)
+        add_participant(session, "b", "B", live=1, stale=1)
+        add_participant(session, "c", "C")
+        add_participant(session, "d", "D", stale=2)
         assert api.get(f"/api/sessions/{sid}").json()["activeParticipants"] == 2
 
 
@@ -266,10 +289,9 @@ class TestParticipants:
         """Only participants with an open connection are listed, in the contract's shape."""
         sid = make_session()["sessionId"]
         session = InterviewSession.objects.get(pk=sid)
-        Participant.objects.create(
-            session=session, user_id="u1", name="Ann", connections=1, cursor_position={"line": 1, "column": 2}
-        )
-        Participant.objects.create(session=session, user_id="u2", name="Gone", connections=0)
+        add_participant(session, "u1", "Ann", live=1, cursor={"line": 1, "column": 2})
+        add_participant(session, "u2", "Gone")
+        add_participant(session, "u3", "Crashed", stale=1)
         body = api.get(f"/api/sessions/{sid}/participants").json()
         assert body["sessionId"] == sid
         assert len(body["participants"]) == 1

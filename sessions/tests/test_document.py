@@ -221,6 +221,7 @@ class TestDiff:
         old = "a\ud83d\ude00b"
         new = "a\ud83d\ude01b"
         assert diff(old, new) == [{"from": 1, "to": 3, "insert": "\ud83d\ude01"}]
+        assert diff("\ud83d\ude00", "\ud83e\ude00") == [{"from": 0, "to": 2, "insert": "\ud83e\ude00"}]
         assert diff("\ud83d\ude00a", "\ud83d\ude00") == [{"from": 2, "to": 3, "insert": ""}]
 
     @given(old=st.text(), new=st.text())
@@ -450,6 +451,27 @@ class TestCollaboration:
             network.deliver(*deliveries[0])
         assert network.server.text == "aXYb"
         assert [client.text for client in network.clients] == ["aXYb", "aXYb"]
+
+    def test_a_client_giving_its_own_change_priority_would_diverge(self):
+        """The tie rule matters: a client that puts its unacknowledged insert first disagrees with the server."""
+
+        class SelfishClient(Client):
+            def remote(self, changes: list[Change]) -> None:
+                self.version += 1
+                assert self.pending is not None
+                incoming = transform(changes, self.pending, over_first=True)
+                self.pending = transform(self.pending, changes, over_first=False)
+                self.text = apply(self.text, incoming)
+
+        network = Network("ab", clients=2)
+        network.clients[1] = SelfishClient("ab")
+        network.edit(0, [{"from": 1, "to": 1, "insert": "X"}])
+        network.edit(1, [{"from": 1, "to": 1, "insert": "Y"}])
+        network.deliver_up(0)
+        while deliveries := network.deliveries():
+            network.deliver(*deliveries[0])
+        assert network.server.text == "aXYb"
+        assert network.clients[1].text == "aYXb"
 
     def test_buffered_edits_are_rebased_and_sent_after_the_ack(self):
         """A client's second edit waits for the first ack and still lands where it was typed."""

@@ -1,0 +1,69 @@
+"""An in-memory channel layer whose fan-out is cheap and which never drops silently.
+
+Channels' InMemoryChannelLayer scans every channel and group for expired messages,
+deep-copies the message and spawns a task per recipient on every group_send, and
+swallows ChannelFull. Here a send is a put on the recipient's queue, expiry is swept at
+most once a second, messages are shared (the consumers treat them as read-only) and a
+full channel is logged and counted.
+"""
+
+import asyncio
+import logging
+import time
+
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer
+
+logger = logging.getLogger(__name__)
+
+
+class FastInMemoryChannelLayer(InMemoryChannelLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.dropped = 0
+        self._next_sweep = 0.0
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._clean_expired()
+
+    def _put(self, channel: str, message: dict) -> None:
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        queue.put_nowait((time.time() + self.expiry, message))
+
+    async def send(self, channel, message):
+        assert isinstance(message, dict), "message is not a dict"
+        self.require_valid_channel_name(channel)
+        try:
+            self._put(channel, message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            raise ChannelFull(channel) from None
+
+    async def receive(self, channel):
+        self.require_valid_channel_name(channel)
+        self._maybe_sweep()
+        queue = self.channels.get(channel)
+        if queue is None:
+            queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        try:
+            _, message = await queue.get()
+        finally:
+            if queue.empty() and self.channels.get(channel) is queue:
+                self.channels.pop(channel, None)
+        return message
+
+    async def group_send(self, group, message):
+        assert isinstance(message, dict), "Message is not a dict"
+        self.require_valid_group_name(group)
+        self._maybe_sweep()
+        for channel in list(self.groups.get(group, ())):
+            try:
+                self._put(channel, message)
+            except asyncio.QueueFull:
+                self.dropped += 1
+                logger.warning("Channel %s is full: a message to group %s was dropped", channel, group)

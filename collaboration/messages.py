@@ -1,0 +1,112 @@
+"""The WebSocket protocol's client messages: parsing and validation in one place."""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from sessions.models import Language
+
+CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
+MAX_CHANGES = 10_000
+MAX_USER_ID = 128
+
+
+class MessageError(ValueError):
+    """An invalid client message: answered with INVALID_MESSAGE and otherwise dropped."""
+
+
+@dataclass(frozen=True)
+class Inbound:
+    type: str
+    user_id: str | None
+    data: dict
+
+
+@dataclass(frozen=True)
+class CodeUpdate:
+    code: str | None
+    changes: list | None
+    version: int | None
+    seq: int | None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse(text: str) -> Inbound:
+    """A frame as `{type, userId?, timestamp?, data?}`, else MessageError."""
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError("Message is not valid JSON.") from exc
+    if not isinstance(message, dict):
+        raise MessageError("Message must be a JSON object.")
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in CLIENT_TYPES:
+        raise MessageError(f"Unknown message type: {str(kind)[:40]!r}.")
+    user_id = message.get("userId")
+    if user_id is not None and (not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID):
+        raise MessageError(f"userId must be a string of 1 to {MAX_USER_ID} characters.")
+    data = message.get("data")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MessageError("data must be an object.")
+    return Inbound(kind, user_id, data)
+
+
+def parse_join(message: Inbound) -> tuple[str, str]:
+    if message.user_id is None:
+        raise MessageError("join needs a top-level userId.")
+    name = message.data.get("name", "Anonymous")
+    if name is None:
+        name = "Anonymous"
+    if not isinstance(name, str) or len(name) > settings.MAX_NAME_LENGTH:
+        raise MessageError(f"name must be a string of at most {settings.MAX_NAME_LENGTH} characters.")
+    return message.user_id, name.strip() or "Anonymous"
+
+
+def parse_code_update(data: dict) -> CodeUpdate:
+    """Full text (`code`, no or empty `changes`) or a delta (`changes` against `version`)."""
+    changes = data.get("changes")
+    seq = data.get("seq")
+    if seq is not None and not _is_int(seq):
+        raise MessageError("seq must be an integer.")
+    if changes is not None and not isinstance(changes, list):
+        raise MessageError("changes must be a list.")
+    if changes:
+        version = data.get("version")
+        if not _is_int(version) or version < 0:
+            raise MessageError("A delta code-update needs the integer version it is based on.")
+        if len(changes) > MAX_CHANGES:
+            raise MessageError(f"At most {MAX_CHANGES} changes per message.")
+        return CodeUpdate(None, changes, version, seq)
+    code = data.get("code")
+    if not isinstance(code, str):
+        raise MessageError("code-update needs data.code (full text) or data.changes with a version.")
+    return CodeUpdate(code, None, None, seq)
+
+
+def parse_cursor(data: dict) -> dict:
+    line, column = data.get("line"), data.get("column")
+    if not (_is_int(line) and _is_int(column)) or line < 0 or column < 0:
+        raise MessageError("cursor-position needs non-negative integer line and column.")
+    cursor = {"line": line, "column": column}
+    if "selection" in data:
+        selection = data["selection"]
+        if selection is not None and not isinstance(selection, dict | list):
+            raise MessageError("selection must be an object, a list or null.")
+        if len(json.dumps(selection)) > 2048:
+            raise MessageError("selection is too large.")
+        cursor["selection"] = selection
+    return cursor
+
+
+def parse_language(data: dict) -> str:
+    language = data.get("language")
+    if language not in Language.values:
+        raise MessageError(f"language must be one of {', '.join(Language.values)}.")
+    return language

@@ -1,0 +1,102 @@
+"""Presence: who is connected to which session, kept in the database so processes agree."""
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from sessions.models import InterviewSession, Participant, ParticipantConnection
+from sessions.selectors import participant_active_count, participants_active, presence_cutoff, session_get
+
+# This process's name on the connections it owns; its heartbeat keeps them alive.
+SERVER_ID = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class Welcome:
+    session_id: uuid.UUID
+    code: str
+    language: str
+    version: int
+    participants: list[dict]
+    expires_at: object
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    session_id: uuid.UUID
+    user_id: str
+    name: str
+    changed: bool  # the user's first connection opened, or last one closed
+    participant_count: int
+
+
+def welcome_state(*, session_id) -> Welcome:
+    """What a new connection is told: the document, its version and who is here."""
+    session = session_get(session_id=session_id)
+    people = [{"userId": p.user_id, "name": p.name} for p in participants_active(session=session)]
+    return Welcome(session.id, session.code, session.language, session.version, people, session.expires_at)
+
+
+def session_exists(*, session_id) -> bool:
+    return InterviewSession.objects.filter(pk=session_id, expires_at__gt=timezone.now()).exists()
+
+
+def _live(participant: Participant, *, excluding: str | None = None):
+    query = participant.connections.filter(seen_at__gt=presence_cutoff())
+    if excluding is not None:
+        query = query.exclude(channel_name=excluding)
+    return query
+
+
+def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
+    """Record a connection as `user_id`; `changed` when the user was not present before."""
+    with transaction.atomic():
+        session = session_get(session_id=session_id)
+        participant, created = Participant.objects.get_or_create(
+            session=session, user_id=user_id, defaults={"name": name}
+        )
+        was_present = not created and _live(participant, excluding=channel_name).exists()
+        if not was_present:
+            participant.joined_at = timezone.now()
+        participant.name = name
+        participant.save(update_fields=["name", "joined_at"])
+        # A connection that joins again (another userId) moves to the new participant.
+        ParticipantConnection.objects.update_or_create(
+            channel_name=channel_name,
+            defaults={"participant": participant, "server_id": SERVER_ID, "seen_at": timezone.now()},
+        )
+        count = participant_active_count(session=session)
+    return PresenceChange(session.id, user_id, name, not was_present, count)
+
+
+def participant_leave(*, channel_name: str) -> PresenceChange | None:
+    """Forget a closed connection; `changed` when it was the user's last one."""
+    with transaction.atomic():
+        connection = (
+            ParticipantConnection.objects.select_related("participant__session")
+            .filter(channel_name=channel_name)
+            .first()
+        )
+        if connection is None:
+            return None
+        participant = connection.participant
+        connection.delete()
+        still_here = _live(participant).exists()
+        count = participant_active_count(session=participant.session)
+    return PresenceChange(participant.session_id, participant.user_id, participant.name, not still_here, count)
+
+
+def participant_cursor_set(*, session_id, user_id: str, cursor: dict) -> None:
+    Participant.objects.filter(session_id=session_id, user_id=user_id).update(cursor_position=cursor)
+
+
+def connections_heartbeat(*, server_id: str = SERVER_ID) -> int:
+    """Keep this process's connections alive and drop those of dead processes."""
+    now = timezone.now()
+    refreshed = ParticipantConnection.objects.filter(server_id=server_id).update(seen_at=now)
+    ParticipantConnection.objects.filter(seen_at__lte=presence_cutoff()).delete()
+    return refreshed

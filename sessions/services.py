@@ -26,6 +26,12 @@ from sessions.selectors import parse_session_id
 logger = logging.getLogger(__name__)
 
 
+def normalize_newlines(code: str) -> str:
+    """Line breaks as the browser editor holds them (CodeMirror turns CR LF and CR into LF),
+    so that offsets counted by the editor and by the server agree."""
+    return code.replace("\r\n", "\n").replace("\r", "\n") if "\r" in code else code
+
+
 class InvalidChange(Exception):
     """A change that cannot be applied (bad ranges, too large); nothing was changed."""
 
@@ -60,10 +66,12 @@ class CodeChangeResult:
     changes: list = field(default_factory=list)
     user_id: str | None = None
     duplicate: bool = False
+    new_version: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.changes) and not self.duplicate
+        """Whether the change took a new version (which every client must then see)."""
+        return self.new_version
 
 
 def session_create(
@@ -139,7 +147,7 @@ class _Document:
     def _rebase(self, change: CodeChange) -> list:
         session = self.session
         if change.changes is None:
-            return document.diff(session.code, change.code or "")
+            return document.diff(session.code, normalize_newlines(change.code or ""))
         base = change.base_version if change.base_version is not None else session.version
         if base > session.version or base < 0:
             raise InvalidChange(f"Unknown base version {base}; the document is at {session.version}.")
@@ -155,7 +163,12 @@ class _Document:
         return document.transform_over_log(ours, log)
 
     def apply(self, change: CodeChange) -> CodeChangeResult:
-        """Apply one change in memory; a rejected change leaves the document as it was."""
+        """Apply one change in memory; a rejected change leaves the document as it was.
+
+        A delta always takes a version, even one that rebases to nothing (its text was
+        deleted meanwhile), so every accepted delta is acknowledged with its own version
+        and every client counts the same versions. An unchanged full text takes none.
+        """
         session = self.session
         key = (change.user_id, change.seq)
         if key in self.applied_seqs:
@@ -165,13 +178,14 @@ class _Document:
             new_code = document.apply(session.code, changes) if changes else session.code
         except document.ChangeError as exc:
             raise InvalidChange(str(exc)) from exc
-        if not changes:
+        if not changes and change.changes is None:
             return CodeChangeResult(session.id, session.version, session.code, [], change.user_id)
         _check_size(new_code)
         now = timezone.now()
         session.code = new_code
         session.version += 1
-        session.code_modified_at = now
+        if changes:
+            session.code_modified_at = now
         self.new_ops.append(
             DocumentOperation(
                 session=session,
@@ -185,7 +199,7 @@ class _Document:
         if change.seq is not None and change.user_id is not None:
             self.applied_seqs[key] = session.version
         self.edits.append((change.user_id, now))
-        return CodeChangeResult(session.id, session.version, new_code, changes, change.user_id)
+        return CodeChangeResult(session.id, session.version, new_code, changes, change.user_id, new_version=True)
 
     def flush(self, *, record_edits: bool = True) -> None:
         if not self.new_ops:

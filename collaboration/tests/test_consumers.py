@@ -16,7 +16,7 @@ from sessions.services import session_delete, session_update, snapshot_create
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def receive_type(communicator, type_, timeout=2):
+async def receive_type(communicator, type_, timeout=2):  # noqa: ASYNC109 - passed to the communicator
     """The next message of `type_`, skipping others."""
     while True:
         message = await communicator.receive_json_from(timeout=timeout)

@@ -1,17 +1,18 @@
 """Writes to sessions; `code_change_apply` is the one path by which a document changes."""
 
 import logging
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from interview.errors import SessionNotFound
-from sessions import document, events
+from sessions import document, events, store
 from sessions.models import (
     STARTER_CODE,
     ChangeType,
@@ -114,47 +115,140 @@ def _length_delta(changes: list) -> int:
     return sum(document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for c in changes)
 
 
+class _RecentOperations:
+    """The latest committed change lists per session, so that rebasing a change over what
+    was accepted since its base version needs no query in the common case.
+
+    An entry states a fact that never changes (version v of session s was these changes),
+    so the cache can miss but never be wrong, even with several processes writing; it is
+    filled only after commit.
+    """
+
+    def __init__(self, sessions: int = 2000, versions: int = 256):
+        self.max_sessions = sessions
+        self.max_versions = versions
+        self.entries: OrderedDict[uuid.UUID, dict[int, list]] = OrderedDict()
+        self.seqs: dict[uuid.UUID, dict[str, dict[int, int]]] = {}
+        self.edits: dict[tuple, tuple] = {}
+        self.lock = threading.Lock()
+
+    def add(self, session_id: uuid.UUID, operations: list[tuple]) -> None:
+        """Committed operations as `(version, user_id, seq, changes, at)`."""
+        with self.lock:
+            entry = self.entries.pop(session_id, None) or {}
+            seqs = self.seqs.setdefault(session_id, {})
+            for version, user_id, seq, changes, _at in operations:
+                entry[version] = changes
+                if seq is not None and user_id is not None:
+                    seqs.setdefault(user_id, {})[seq] = version
+            if len(entry) > self.max_versions:
+                oldest_kept = sorted(entry)[len(entry) - self.max_versions]
+                for version in [v for v in entry if v < oldest_kept]:
+                    del entry[version]
+                for user_seqs in seqs.values():
+                    for seq in [s for s, v in user_seqs.items() if v < oldest_kept]:
+                        del user_seqs[seq]
+            self.entries[session_id] = entry
+            while len(self.entries) > self.max_sessions:
+                old, _ = self.entries.popitem(last=False)
+                self.seqs.pop(old, None)
+
+    def since(self, session_id: uuid.UUID, base: int, current: int) -> list | None:
+        """The change lists of versions base+1..current, or None if any is missing."""
+        with self.lock:
+            entry = self.entries.get(session_id)
+            if entry is None:
+                return None
+            try:
+                return [entry[v] for v in range(base + 1, current + 1)]
+            except KeyError:
+                return None
+
+    def applied_seqs(self, session_id: uuid.UUID, pairs: set, version: int) -> dict:
+        """Which (user_id, seq) pairs the log holds already, asking the database only when
+        the cache cannot tell. Seqs rise per user: a seq above the user's highest cached one
+        is new when the cache holds every version from that one up to `version`."""
+        if not pairs:
+            return {}
+        found, unsure = {}, set()
+        with self.lock:
+            entry = self.entries.get(session_id, {})
+            seqs = self.seqs.get(session_id, {})
+            for user_id, seq in pairs:
+                known = seqs.get(user_id, {})
+                if seq in known:
+                    found[(user_id, seq)] = known[seq]
+                    continue
+                if known and seq > max(known):
+                    since = known[max(known)]
+                    if all(v in entry for v in range(since, version + 1)):
+                        continue
+                unsure.add((user_id, seq))
+        if unsure:
+            found.update(store.applied_seqs(session_id, unsure))
+        return found
+
+    def last_edit(self, session_id: uuid.UUID, user_id):
+        with self.lock:
+            return self.edits.get((session_id, user_id))
+
+    def set_last_edit(self, session_id: uuid.UUID, user_id, known: tuple) -> None:
+        with self.lock:
+            self.edits[(session_id, user_id)] = known
+            while len(self.edits) > self.max_sessions * 8:
+                self.edits.pop(next(iter(self.edits)))
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        with self.lock:
+            self.entries.pop(session_id, None)
+            self.seqs.pop(session_id, None)
+
+
+_recent_operations = _RecentOperations()
+
+
 class _Document:
     """A locked session's document while a batch of changes is applied to it in memory;
-    `flush` writes the session, the operation log and history in a few queries."""
+    `flush` writes the text, the operation log and history in a few statements."""
 
-    def __init__(self, session: InterviewSession, changes: list[CodeChange]):
-        self.session = session
-        self.stored_version = session.version
-        self.new_ops: list[DocumentOperation] = []
+    def __init__(self, session_id: uuid.UUID, code: str, version: int, changes: list[CodeChange]):
+        self.session_id = session_id
+        self.code = code
+        self.version = version
+        self.stored_version = version
+        self.modified_at = None
+        self.new_ops: list[tuple] = []
         self.edits: list[tuple[str | None, object]] = []
-        pairs = {(c.user_id, c.seq) for c in changes if c.seq is not None and c.user_id is not None}
-        self.applied_seqs: dict[tuple[str, int], int] = {}
-        if pairs:
-            query = Q()
-            for user_id, seq in pairs:
-                query |= Q(user_id=user_id, seq=seq)
-            for user_id, seq, version in session.operations.filter(query).values_list("user_id", "seq", "version"):
-                self.applied_seqs[(user_id, seq)] = version
+        self.applied_seqs = _recent_operations.applied_seqs(
+            session_id, {(c.user_id, c.seq) for c in changes if c.seq is not None and c.user_id is not None}, version
+        )
 
     def _log_since(self, base: int) -> list:
-        """The change lists accepted after `base`, from the database and this batch."""
+        """The change lists accepted after `base`, from the cache, the database and this batch."""
         stored = []
         if base < self.stored_version:
-            stored = list(
-                self.session.operations.filter(version__gt=base).order_by("version").values_list("changes", flat=True)
-            )
-            if len(stored) != self.stored_version - base:
-                # Older operations were purged: nothing to rebase over.
-                raise ResyncRequired(self.session.code, self.session.version)
-        return stored + [op.changes for op in self.new_ops if op.version > base]
+            stored = _recent_operations.since(self.session_id, base, self.stored_version)
+            if stored is None:
+                stored = list(
+                    DocumentOperation.objects.filter(session_id=self.session_id, version__gt=base)
+                    .order_by("version")
+                    .values_list("changes", flat=True)
+                )
+                if len(stored) != self.stored_version - base:
+                    # Older operations were purged: nothing to rebase over.
+                    raise ResyncRequired(self.code, self.version)
+        return stored + [op[3] for op in self.new_ops if op[0] > base]
 
     def _rebase(self, change: CodeChange) -> list:
-        session = self.session
         if change.changes is None:
-            return document.diff(session.code, normalize_newlines(change.code or ""))
-        base = change.base_version if change.base_version is not None else session.version
-        if base > session.version or base < 0:
-            raise InvalidChange(f"Unknown base version {base}; the document is at {session.version}.")
-        if session.version - base > settings.OT_MAX_REBASE_VERSIONS:
-            raise ResyncRequired(session.code, session.version)
-        length = document.utf16_len(session.code)
-        if base == session.version:
+            return document.diff(self.code, normalize_newlines(change.code or ""))
+        base = change.base_version if change.base_version is not None else self.version
+        if base > self.version or base < 0:
+            raise InvalidChange(f"Unknown base version {base}; the document is at {self.version}.")
+        if self.version - base > settings.OT_MAX_REBASE_VERSIONS:
+            raise ResyncRequired(self.code, self.version)
+        length = document.utf16_len(self.code)
+        if base == self.version:
             return document.normalize(change.changes, length)
         log = self._log_since(base)
         # Validate against the document the client saw: its length is the current one
@@ -169,77 +263,92 @@ class _Document:
         deleted meanwhile), so every accepted delta is acknowledged with its own version
         and every client counts the same versions. An unchanged full text takes none.
         """
-        session = self.session
         key = (change.user_id, change.seq)
         if key in self.applied_seqs:
-            return CodeChangeResult(session.id, self.applied_seqs[key], session.code, [], change.user_id, True)
+            return CodeChangeResult(self.session_id, self.applied_seqs[key], self.code, [], change.user_id, True)
         try:
             changes = self._rebase(change)
-            new_code = document.apply(session.code, changes) if changes else session.code
+            new_code = document.apply(self.code, changes) if changes else self.code
         except document.ChangeError as exc:
             raise InvalidChange(str(exc)) from exc
         if not changes and change.changes is None:
-            return CodeChangeResult(session.id, session.version, session.code, [], change.user_id)
+            return CodeChangeResult(self.session_id, self.version, self.code, [], change.user_id)
         _check_size(new_code)
         now = timezone.now()
-        session.code = new_code
-        session.version += 1
+        self.code = new_code
+        self.version += 1
         if changes:
-            session.code_modified_at = now
-        self.new_ops.append(
-            DocumentOperation(
-                session=session,
-                version=session.version,
-                user_id=change.user_id,
-                seq=change.seq,
-                changes=changes,
-                created_at=now,
-            )
-        )
+            self.modified_at = now
+        self.new_ops.append((self.version, change.user_id, change.seq, changes, now))
         if change.seq is not None and change.user_id is not None:
-            self.applied_seqs[key] = session.version
+            self.applied_seqs[key] = self.version
         self.edits.append((change.user_id, now))
-        return CodeChangeResult(session.id, session.version, new_code, changes, change.user_id, new_version=True)
+        return CodeChangeResult(self.session_id, self.version, new_code, changes, change.user_id, new_version=True)
 
     def flush(self, *, record_edits: bool = True) -> None:
         if not self.new_ops:
             return
-        self.session.save(update_fields=["code", "version", "code_modified_at"])
-        DocumentOperation.objects.bulk_create(self.new_ops)
+        store.save_document(
+            self.session_id, code=self.code, version=self.version, modified_at=self.modified_at, operations=self.new_ops
+        )
+        operations, session_id = self.new_ops, self.session_id
+        transaction.on_commit(lambda: _recent_operations.add(session_id, operations))
         if record_edits:
-            _record_edits(self.session, self.edits)
-        self.stored_version = self.session.version
+            _record_edits(session_id, self.edits)
+        self.stored_version = self.version
         self.new_ops = []
         self.edits = []
 
 
-def _record_edits(session: InterviewSession, edits: list) -> None:
+def _edit_description(count: int) -> str:
+    return f"Edited the code ({count} change{'s' if count != 1 else ''})"
+
+
+def _record_edits(session_id: uuid.UUID, edits: list) -> None:
     """One `edit` entry per user per burst of typing, counting the changes it holds."""
     window = timedelta(seconds=settings.HISTORY_COALESCE_SECONDS)
-    last = session.history.order_by("-id").first()
-    dirty = False
+    bursts: dict[str | None, list] = {}  # user -> [entry id or None, timestamp, count, added]
     for user_id, when in edits:
-        if (
-            last is not None
-            and last.change_type == ChangeType.EDIT
-            and last.user_id == user_id
-            and when - last.timestamp <= window
-        ):
-            last.count += 1
-            last.timestamp = when
-            dirty = True
+        burst = bursts.get(user_id)
+        if burst is None:
+            known = _recent_operations.last_edit(session_id, user_id)
+            if known is None:
+                entry = (
+                    HistoryEntry.objects.filter(session_id=session_id, user_id=user_id, change_type=ChangeType.EDIT)
+                    .order_by("-id")
+                    .values_list("id", "timestamp", "count")
+                    .first()
+                )
+                known = entry if entry is not None else (None, None, 0)
+            burst = bursts[user_id] = [*known, 0]
+        if burst[0] is not None and when - burst[1] <= window:
+            burst[1], burst[2], burst[3] = when, burst[2] + 1, burst[3] + 1
             continue
-        if dirty:
-            _save_edit(last)
-        last = HistoryEntry(session=session, timestamp=when, user_id=user_id, change_type=ChangeType.EDIT, count=1)
-        dirty = True
-    if dirty:
-        _save_edit(last)
+        if burst[3]:
+            _write_burst(session_id, user_id, burst)
+        burst[:] = [None, when, 1, 1]
+    for user_id, burst in bursts.items():
+        if burst[3]:
+            _write_burst(session_id, user_id, burst)
 
 
-def _save_edit(entry: HistoryEntry) -> None:
-    entry.description = f"Edited the code ({entry.count} change{'s' if entry.count != 1 else ''})"
-    entry.save()
+def _write_burst(session_id: uuid.UUID, user_id: str | None, burst: list) -> None:
+    entry_id, when, count, added = burst
+    if entry_id is None:
+        entry_id = HistoryEntry.objects.create(
+            session_id=session_id,
+            timestamp=when,
+            user_id=user_id,
+            change_type=ChangeType.EDIT,
+            count=count,
+            description=_edit_description(count),
+        ).id
+        burst[0] = entry_id
+    else:
+        store.edit_entry_extend(entry_id, added=added, timestamp=when, description=_edit_description(count))
+    burst[3] = 0
+    known = (entry_id, when, count)
+    transaction.on_commit(lambda: _recent_operations.set_last_edit(session_id, user_id, known))
 
 
 def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: bool = True) -> list:
@@ -260,13 +369,12 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
             results[index] = exc
     with transaction.atomic():
         for session_id, indices in by_session.items():
-            try:
-                session = _lock(session_id)
-            except SessionNotFound as exc:
+            row = store.lock_document(session_id, timezone.now())
+            if row is None:
                 for index in indices:
-                    results[index] = exc
+                    results[index] = SessionNotFound()
                 continue
-            doc = _Document(session, [submissions[i][1] for i in indices])
+            doc = _Document(session_id, row[0], row[1], [submissions[i][1] for i in indices])
             for index in indices:
                 try:
                     results[index] = doc.apply(submissions[index][1])
@@ -345,9 +453,10 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
         session = _lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id)
-        doc = _Document(session, [])
+        doc = _Document(session.id, session.code, session.version, [])
         result = doc.apply(CodeChange(code=code, user_id=user_id))
         doc.flush(record_edits=False)
+        session.code, session.version = doc.code, doc.version
         if result.changed:
             _notify_code_update(result)
         now = timezone.now()

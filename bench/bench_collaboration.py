@@ -1,0 +1,173 @@
+"""Load benchmark of the WebSocket protocol against the real server, started as `make run` does.
+
+    .venv/bin/python bench/bench_collaboration.py                # the target load, then saturation
+    .venv/bin/python bench/bench_collaboration.py --rates 10     # one load only
+
+Each of SESSIONS x PARTICIPANTS clients joins its session and sends delta code-updates
+at RATE per second (each inserts a unique token at offset 0, based on the newest version
+it has seen, so the server rebases it). Every other participant of the session must
+receive each accepted update: latency is measured from the send to each receipt (one
+clock: all clients live in this process), and lost = expected deliveries - received.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from websockets.asyncio.client import connect  # noqa: E402
+
+from interview.testing import RunningServer  # noqa: E402
+
+
+def create_session(url: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/api/sessions", data=b"{}", method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["sessionId"]
+
+
+def clear_code(url: str, sid: str) -> None:
+    request = urllib.request.Request(
+        f"{url}/api/sessions/{sid}/code", data=b'{"code": ""}', method="POST", headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=10).read()
+
+
+class Stats:
+    def __init__(self):
+        self.sent: dict[str, float] = {}
+        self.accepted: set[str] = set()
+        self.latencies: list[float] = []
+        self.received = 0
+        self.errors: dict[str, int] = {}
+
+
+async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, participants):
+    async with connect(f"{ws_url}/ws/sessions/{sid}", max_size=None, ping_interval=None) as ws:
+        welcome = json.loads(await ws.recv())
+        version = welcome["data"]["version"]
+        user = f"s{sid[:6]}u{index}"
+        await ws.send(json.dumps({"type": "join", "userId": user, "data": {"name": user}}))
+        done = asyncio.Event()
+
+        async def reader():
+            nonlocal version
+            async for raw in ws:
+                message = json.loads(raw)
+                kind = message["type"]
+                if kind == "code-update":
+                    now = time.perf_counter()
+                    version = max(version, message["data"]["version"])
+                    for change in message["data"]["changes"]:
+                        token = change["insert"]
+                        if token in stats.sent:
+                            stats.latencies.append(now - stats.sent[token])
+                            stats.received += 1
+                elif kind == "code-ack":
+                    version = max(version, message["data"]["version"])
+                elif kind == "error":
+                    code = message["data"]["code"]
+                    stats.errors[code] = stats.errors.get(code, 0) + 1
+                if done.is_set() and kind == "pong":
+                    return
+
+        reading = asyncio.create_task(reader())
+        await asyncio.sleep(max(0, start_at - time.perf_counter()))
+        interval = 1.0 / rate
+        next_send = time.perf_counter() + interval * (index / participants)
+        end = time.perf_counter() + duration
+        n = 0
+        while next_send < end:
+            await asyncio.sleep(max(0, next_send - time.perf_counter()))
+            n += 1
+            token = f"<{user}:{n}>"
+            data = {"changes": [{"from": 0, "to": 0, "insert": token}], "version": version, "seq": n}
+            stats.sent[token] = time.perf_counter()
+            await ws.send(json.dumps({"type": "code-update", "data": data}))
+            next_send += interval
+        # Give the last deliveries time to arrive, then stop the reader with a ping.
+        await asyncio.sleep(2.0)
+        done.set()
+        await ws.send(json.dumps({"type": "ping"}))
+        try:
+            await asyncio.wait_for(reading, 10)
+        except TimeoutError:
+            reading.cancel()
+
+
+async def run_load(server: RunningServer, sessions: int, participants: int, rate: float, duration: float) -> dict:
+    sids = [create_session(server.url) for _ in range(sessions)]
+    for sid in sids:
+        clear_code(server.url, sid)
+    stats = Stats()
+    start_at = time.perf_counter() + 2.0
+    tasks = [
+        client(server.ws_url, sid, i, rate, duration, stats, start_at, participants)
+        for sid in sids
+        for i in range(participants)
+    ]
+    await asyncio.gather(*tasks)
+    expected = len(stats.sent) * (participants - 1) - sum(stats.errors.values()) * (participants - 1)
+    lat = sorted(stats.latencies)
+
+    def pct(p):
+        return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    return {
+        "clients": sessions * participants,
+        "rate_per_client": rate,
+        "sent": len(stats.sent),
+        "delivered_per_s": stats.received / duration,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": 1000 * lat[-1] if lat else float("nan"),
+        "mean_ms": 1000 * statistics.fmean(lat) if lat else float("nan"),
+        "lost": expected - stats.received,
+        "errors": stats.errors,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--participants", type=int, default=5)
+    parser.add_argument("--rates", default="10,20,40,60,80", help="updates/s per client, one run each")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--redis-url", default=None)
+    args = parser.parse_args()
+    env = {"WS_RATE_LIMIT_PER_SECOND": "100000", "WS_RATE_LIMIT_BURST": "100000", "LOG_LEVEL": "error"}
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    if args.redis_url:
+        env["REDIS_URL"] = args.redis_url
+    with tempfile.TemporaryDirectory() as workdir:
+        server = RunningServer(Path(workdir), env=env).start()
+        try:
+            print(f"server pid {server.process.pid}, {os.cpu_count()} CPUs; {args.sessions} sessions x {args.participants}")
+            print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  errors")
+            for rate in [float(r) for r in args.rates.split(",")]:
+                result = asyncio.run(run_load(server, args.sessions, args.participants, rate, args.duration))
+                print(
+                    f"{rate:>10.0f} {result['sent']:>6} {result['delivered_per_s']:>12.0f} {result['p50_ms']:>8.1f} "
+                    f"{result['p99_ms']:>8.1f} {result['max_ms']:>8.1f} {result['lost']:>6} {result['errors'] or ''}",
+                    flush=True,
+                )
+        finally:
+            server.stop()
+            if os.environ.get("BENCH_SHOW_LOG"):
+                print(server.log_path.read_text()[-5000:])
+
+
+if __name__ == "__main__":
+    main()

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from websockets.asyncio.client import connect  # noqa: E402
+from websockets.asyncio.client import connect
 
-from interview.testing import RunningServer  # noqa: E402
+from interview.testing import RunningServer
 
 
 def create_session(url: str) -> str:
@@ -38,7 +38,10 @@ def create_session(url: str) -> str:
 
 def clear_code(url: str, sid: str) -> None:
     request = urllib.request.Request(
-        f"{url}/api/sessions/{sid}/code", data=b'{"code": ""}', method="POST", headers={"Content-Type": "application/json"}
+        f"{url}/api/sessions/{sid}/code",
+        data=b'{"code": ""}',
+        method="POST",
+        headers={"Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=10).read()
 
@@ -154,7 +157,9 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         server = RunningServer(Path(workdir), env=env).start()
         try:
-            print(f"server pid {server.process.pid}, {os.cpu_count()} CPUs; {args.sessions} sessions x {args.participants}")
+            print(
+                f"server pid {server.process.pid}, {os.cpu_count()} CPUs; {args.sessions} sessions x {args.participants}"
+            )
             print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  errors")
             for rate in [float(r) for r in args.rates.split(",")]:
                 result = asyncio.run(run_load(server, args.sessions, args.participants, rate, args.duration))

@@ -1,12 +1,15 @@
 """The WebSocket protocol of a session: a thin adapter from frames to services and back."""
 
 import asyncio
+import functools
 import logging
 import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
@@ -30,6 +33,41 @@ GAP_TIMEOUT_SECONDS = 3.0
 
 class SessionConsumer(AsyncWebsocketConsumer):
     """One client connection to one session."""
+
+    async def __call__(self, scope, receive, send):
+        # Channels' loop creates a task and runs asyncio.wait for every message; here two
+        # pumps feed one queue, so a message costs a put and a get.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        inbox: asyncio.Queue = asyncio.Queue()
+
+        async def pump(source):
+            try:
+                while True:
+                    inbox.put_nowait(await source())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                inbox.put_nowait(exc)
+
+        pumps = [
+            asyncio.ensure_future(pump(receive)),
+            asyncio.ensure_future(pump(functools.partial(self.channel_layer.receive, self.channel_name))),
+        ]
+        try:
+            while True:
+                message = await inbox.get()
+                if isinstance(message, Exception):
+                    raise message
+                await self.dispatch(message)
+        except StopConsumer:
+            pass
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def dispatch(self, message):
         # Channels >= 4.2 hops to the sync thread before every handler to close stale

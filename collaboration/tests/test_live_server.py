@@ -20,7 +20,7 @@ def http_json(url, method="GET", body=None):
         return json.loads(response.read() or b"null")
 
 
-async def next_of(ws, type_, timeout=5):
+async def next_of(ws, type_, timeout=5):  # noqa: ASYNC109 - a helper's deadline
     async with asyncio.timeout(timeout):
         while True:
             message = json.loads(await ws.recv())
@@ -49,7 +49,8 @@ async def test_two_users_edit_through_daphne(live_server_process):
         await b.send(json.dumps({"type": "code-update", "data": {"changes": delta, "version": version}}))
         assert (await next_of(b, "code-ack"))["data"]["version"] == version + 1
         assert (await next_of(a, "code-update"))["data"]["code"] == "😀" + code
-        await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{session['sessionId']}/code", "POST", {"code": "saved"})
+        code_url = f"{server.url}/api/sessions/{session['sessionId']}/code"
+        await asyncio.to_thread(http_json, code_url, "POST", {"code": "saved"})
         assert (await next_of(a, "code-update"))["data"]["code"] == "saved"
         assert (await next_of(b, "code-update"))["data"]["code"] == "saved"
         body = await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{session['sessionId']}")
@@ -60,7 +61,9 @@ async def test_foreign_origin_is_refused_by_the_real_server(live_server_process)
     """A browser handshake from an origin outside CORS_ORIGINS is refused with 403."""
     session = await asyncio.to_thread(http_json, f"{live_server_process.url}/api/sessions", "POST", {})
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"{live_server_process.ws_url}/ws/sessions/{session['sessionId']}", origin="http://evil.example"):
+        async with connect(
+            f"{live_server_process.ws_url}/ws/sessions/{session['sessionId']}", origin="http://evil.example"
+        ):
             pass
     assert refused.value.response.status_code == 403
 
@@ -79,7 +82,8 @@ async def test_acknowledged_changes_survive_sigkill(tmp_path):
             # A stream of deltas, each based on the version the previous ack gave.
             for seq in range(1, 41):
                 change = [{"from": 0, "to": 0, "insert": f"{seq};"}]
-                await ws.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version, "seq": seq}}))
+                data = {"changes": change, "version": version, "seq": seq}
+                await ws.send(json.dumps({"type": "code-update", "data": data}))
                 ack = await next_of(ws, "code-ack")
                 version = ack["data"]["version"]
                 acked[seq] = version

@@ -158,7 +158,8 @@ def main():
         server = RunningServer(Path(workdir), env=env).start()
         try:
             print(
-                f"server pid {server.process.pid}, {os.cpu_count()} CPUs; {args.sessions} sessions x {args.participants}"
+                f"server pid {server.process.pid}, {os.cpu_count()} CPUs; "
+                f"{args.sessions} sessions x {args.participants} participants"
             )
             print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  errors")
             for rate in [float(r) for r in args.rates.split(",")]:

@@ -1136,19 +1136,26 @@ async def _run_stage(probe: _Probe, stage: _Stage) -> _Outcome:
 
 
 class _Sandbox:
-    """One stage's process tree: the outer bwrap, the sandbox's pid 1 (known by a pidfd), and all below.
+    """One stage's process tree: the outer process, the sandbox's pid 1, and everything below.
+
+    Exits are watched with pidfds, not with ``Process.wait()``, which in Python 3.11 also
+    waits for the pipes to close (a detached child holding stdout would look like a hang).
 
     bwrap's outer process exits as soon as its init reports the program's exit status,
     without reaping that init; so the server is a child subreaper (set by the probe), the
-    orphaned init is re-parented to it, and close() waits on a pidfd until the init is dead
-    (which the kernel allows only once every other process of the pid namespace is gone)
-    and reaps it.
+    orphaned init is re-parented to it, and close() waits on the init's pidfd until it is
+    dead (the kernel lets a pid namespace's init die only once every other process in the
+    namespace is gone) and reaps it.
     """
 
     def __init__(self, probe: _Probe, stage: _Stage, *, isolated: bool) -> None:
         self.probe, self.stage, self.isolated = probe, stage, isolated
         self.proc: asyncio.subprocess.Process | None = None
+        self._pidfds: list[int] = []
+        self._watched: list[int] = []
+        self.outer_exited: asyncio.Future[None] | None = None
         self.init_pidfd: int | None = None
+        self.init_exited: asyncio.Future[None] | None = None
         self._info_fd: int | None = None
         self._info = bytearray()
         self._info_done: asyncio.Future[None] | None = None
@@ -1156,6 +1163,7 @@ class _Sandbox:
 
     async def start(self, cgroup: _RunCgroup | None) -> None:
         stage, probe = self.stage, self.probe
+        loop = asyncio.get_running_loop()
         pass_fds: tuple[int, ...] = ()
         info_w = None
         if self.isolated:
@@ -1190,10 +1198,31 @@ class _Sandbox:
         finally:
             if info_w is not None:
                 os.close(info_w)
+        self.outer_exited = self._watch_exit(self.proc.pid)
         if self._info_fd is not None:
-            loop = asyncio.get_running_loop()
             self._info_done = loop.create_future()
             loop.add_reader(self._info_fd, self._on_info)
+
+    def _watch_exit(self, pid: int) -> asyncio.Future[None]:
+        """A future done when `pid` exits (or is already gone)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            done.set_result(None)
+            return done
+        self._pidfds.append(pidfd)
+
+        def ready() -> None:
+            loop.remove_reader(pidfd)
+            self._watched.remove(pidfd)
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(pidfd, ready)
+        self._watched.append(pidfd)
+        return done
 
     def _on_info(self) -> None:
         """bwrap writes {"child-pid": N, ...} right after creating the sandbox's pid 1."""
@@ -1204,11 +1233,12 @@ class _Sandbox:
         except OSError:
             chunk = b""
         self._info += chunk
-        if self.init_pidfd is None:
+        if self.init_exited is None:
             m = re.search(rb'"child-pid":\s*(\d+)', self._info)
             if m:
-                with contextlib.suppress(OSError):
-                    self.init_pidfd = os.pidfd_open(int(m.group(1)))
+                self.init_exited = self._watch_exit(int(m.group(1)))
+                if not self.init_exited.done():
+                    self.init_pidfd = self._pidfds[-1]
         if not chunk:  # read to EOF: closing early would SIGPIPE bwrap in the middle of its report
             self._stop_info()
 
@@ -1222,7 +1252,7 @@ class _Sandbox:
 
     async def supervise(self, outcome: _Outcome) -> None:
         proc, stage = self.proc, self.stage
-        assert proc is not None
+        assert proc is not None and self.outer_exited is not None
         budget = [stage.limits.output_bytes]
         flood = asyncio.Event()
 
@@ -1253,22 +1283,23 @@ class _Sandbox:
         ]
         if proc.stdin:
             tasks.append(asyncio.create_task(feed(proc.stdin, stage.stdin)))
-        waiter = asyncio.create_task(proc.wait())
         flooded = asyncio.create_task(flood.wait())
         try:
             done, _ = await asyncio.wait(
-                {waiter, flooded}, timeout=stage.timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {self.outer_exited, flooded}, timeout=stage.timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
-            if waiter not in done:
+            if self.outer_exited not in done:
                 outcome.timed_out = not flood.is_set()
             await self.close()  # kills what is left; returns once every process is gone
             # Every writer is dead now, so the pipes reach EOF promptly.
             await asyncio.wait(tasks, timeout=_KILL_GRACE_S)
         finally:
-            for t in (*tasks, flooded, waiter):
+            for t in (*tasks, flooded):
                 if not t.done():
                     t.cancel()
-            await asyncio.gather(*tasks, flooded, waiter, return_exceptions=True)
+            await asyncio.gather(*tasks, flooded, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):  # the transport has seen EOF everywhere: let it finish
+            await asyncio.wait_for(proc.wait(), _KILL_GRACE_S)
         rc = proc.returncode
         if rc is not None and not outcome.timed_out and not outcome.flooded:
             outcome.returncode = 128 - rc if rc < 0 else rc
@@ -1276,35 +1307,59 @@ class _Sandbox:
 
     async def close(self) -> None:
         """Kill whatever still runs and return only when all of it is gone (idempotent)."""
-        if self._closed or self.proc is None:
-            if self.proc is None and self._info_fd is not None:
-                self._stop_info()
+        if self._closed:
             return
-        proc = self.proc
-        if self.isolated:
-            if proc.returncode is None:
-                await self._kill_init()
-            await self._wait_outer()
-            # The outer may have exited before we read its info: collect it now.
-            if self._info_done is not None and not self._info_done.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._info_done), _KILL_GRACE_S)
+        self._closed = True
+        try:
+            if self.proc is not None:
+                await self._close_tree()
+        finally:
             self._stop_info()
-            if self.init_pidfd is not None:
-                await self._reap_init()
-            else:
-                await _sweep(proc, self.stage, self.probe)  # never saw pid 1: be thorough
-        else:
+            loop = asyncio.get_running_loop()
+            for fd in self._watched:
+                loop.remove_reader(fd)
+            self._watched.clear()
+            for fd in self._pidfds:
+                os.close(fd)
+            self._pidfds.clear()
+
+    async def _close_tree(self) -> None:
+        proc, outer_exited = self.proc, self.outer_exited
+        assert proc is not None and outer_exited is not None
+        if not self.isolated:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await self._wait_outer()
             await _sweep(proc, self.stage, self.probe)  # no pid namespace: detached children may remain
-        self._closed = True
+            return
+        if not outer_exited.done():
+            await self._kill_init()
+        await self._wait_outer()
+        # The outer may have exited before we read its report: collect it now.
+        if self._info_done is not None and not self._info_done.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._info_done), _KILL_GRACE_S)
+        if self.init_exited is None:
+            await _sweep(proc, self.stage, self.probe)  # never saw pid 1: be thorough
+            return
+        for attempt in range(2):
+            try:
+                await asyncio.wait_for(asyncio.shield(self.init_exited), _KILL_GRACE_S)
+                break
+            except TimeoutError:
+                if self.init_pidfd is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+                if attempt:
+                    await _sweep(proc, self.stage, self.probe)
+        if self.init_pidfd is not None:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitid(os.P_PIDFD, self.init_pidfd, os.WEXITED | os.WNOHANG)  # ours as subreaper: reap it
 
     async def _kill_init(self) -> None:
         proc = self.proc
         assert proc is not None
-        if self.init_pidfd is None and self._info_done is not None and not self._info_done.done():
+        if self.init_exited is None and self._info_done is not None and not self._info_done.done():
             with contextlib.suppress(TimeoutError):  # bwrap writes it within milliseconds of starting
                 await asyncio.wait_for(asyncio.shield(self._info_done), 1.0)
         if self.init_pidfd is not None:
@@ -1315,36 +1370,18 @@ class _Sandbox:
                 os.killpg(proc.pid, signal.SIGKILL)
 
     async def _wait_outer(self) -> None:
-        proc = self.proc
-        assert proc is not None
+        proc, outer_exited = self.proc, self.outer_exited
+        assert proc is not None and outer_exited is not None
         try:
-            await asyncio.wait_for(proc.wait(), _KILL_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(outer_exited), _KILL_GRACE_S)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-
-    async def _reap_init(self) -> None:
-        pidfd = self.init_pidfd
-        assert pidfd is not None
-        loop = asyncio.get_running_loop()
-        for attempt in range(2):
-            dead = loop.create_future()
-            loop.add_reader(pidfd, lambda f=dead: f.done() or f.set_result(None))
-            try:
-                await asyncio.wait_for(dead, _KILL_GRACE_S)
+            await asyncio.shield(outer_exited)
+        for _ in range(1000):  # the child watcher reaps it and sets the code right after
+            if proc.returncode is not None:
                 break
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-                if attempt:
-                    await _sweep(self.proc, self.stage, self.probe)
-            finally:
-                loop.remove_reader(pidfd)
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)  # ours as subreaper: reap it
-        os.close(pidfd)
-        self.init_pidfd = None
+            await asyncio.sleep(0.001)
 
 
 async def _sweep(proc, stage: _Stage, probe: _Probe) -> None:

@@ -137,6 +137,7 @@ if REDIS_URL:
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
+                "prefix": env.str("REDIS_PREFIX", default="interview"),
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": CHANNEL_EXPIRY,
             },

@@ -45,3 +45,11 @@ class OTClient:
             self.queued = rebased
         self.text = apply(self.text, incoming)
         self.version = version
+
+
+def boundaries(text: str) -> list[int]:
+    """UTF-16 offsets between code points: where an edit may start or end."""
+    offsets = [0]
+    for ch in text:
+        offsets.append(offsets[-1] + (2 if ord(ch) > 0xFFFF else 1))
+    return offsets

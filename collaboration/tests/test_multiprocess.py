@@ -1,0 +1,114 @@
+"""Two server processes sharing PostgreSQL and a Redis channel layer act as one server."""
+
+import asyncio
+import json
+import socket
+import urllib.request
+import uuid
+
+import pytest
+from websockets.asyncio.client import connect
+
+from collaboration.tests.otclient import OTClient, boundaries
+from interview.testing import RunningServer
+
+PG = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+
+
+def reachable(address) -> bool:
+    try:
+        with socket.create_connection(address, timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(
+    not (reachable(PG) and reachable(REDIS)), reason="needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379"
+)
+
+
+@pytest.fixture
+def postgres_database():
+    """A fresh PostgreSQL database, dropped afterwards."""
+    import psycopg
+
+    name = f"interview_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def http_json(url, method="GET", body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"null")
+
+
+async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
+    """Clients on two processes edit one document concurrently and all end with the database's text."""
+    env = {"DATABASE_URL": postgres_database, "REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_PREFIX": uuid.uuid4().hex}
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = await asyncio.to_thread(RunningServer(tmp_path / "one", env=env).start)
+    two = RunningServer(tmp_path / "two", env=env)
+    two.manage = lambda *args: None  # the first server migrated the shared database already
+    await asyncio.to_thread(two.start)
+    try:
+        session = await asyncio.to_thread(http_json, f"{one.url}/api/sessions", "POST", {})
+        sid = session["sessionId"]
+        session_code = (await asyncio.to_thread(http_json, f"{one.url}/api/sessions/{sid}/code"))["code"]
+        urls = [f"{server.ws_url}/ws/sessions/{sid}" for server in (one, two, one, two)]
+        sockets = [await connect(url) for url in urls]
+        clients = []
+        for i, ws in enumerate(sockets):
+            welcome = json.loads(await ws.recv())
+            clients.append(OTClient(welcome["data"]["currentCode"], welcome["data"]["version"]))
+            await ws.send(json.dumps({"type": "join", "userId": f"user{i}", "data": {"name": f"U{i}"}}))
+
+        async def drive(ws, client, index):
+            for n in range(15):
+                offsets = boundaries(client.text)
+                position = offsets[(n * 7 + index) % len(offsets)]
+                outgoing = client.edit([{"from": position, "to": position, "insert": f"<{index}.{n}😀>"}])
+                if outgoing:
+                    await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
+                await asyncio.sleep(0.01)
+                await pump(ws, client, 0.01)
+            await pump(ws, client, 1.5)
+
+        async def pump(ws, client, quiet):
+            while True:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), quiet)
+                except TimeoutError:
+                    return
+                message = json.loads(raw)
+                if message["type"] == "code-update":
+                    client.remote(message["data"]["changes"], message["data"]["version"])
+                elif message["type"] == "code-ack":
+                    outgoing = client.ack(message["data"]["version"])
+                    if outgoing:
+                        await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
+                elif message["type"] == "error":
+                    raise AssertionError(message)
+
+        await asyncio.gather(*(drive(ws, c, i) for i, (ws, c) in enumerate(zip(sockets, clients, strict=True))))
+        code = await asyncio.to_thread(http_json, f"{two.url}/api/sessions/{sid}/code")
+        assert all(c.inflight is None and not c.queued for c in clients)
+        assert [c.text for c in clients] == [code["code"]] * 4
+        assert code["version"] == 60
+        # Only inserts were made (others may land inside a token): every character is kept once.
+        tokens = "".join(f"<{i}.{n}😀>" for i in range(4) for n in range(15))
+        assert sorted(code["code"]) == sorted(session_code + tokens)
+        participants = await asyncio.to_thread(http_json, f"{one.url}/api/sessions/{sid}/participants")
+        assert len(participants["participants"]) == 4
+        for ws in sockets:
+            await ws.close()
+    finally:
+        one.stop()
+        two.stop()

@@ -15,11 +15,14 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   files, no database. ``/proc`` is a new procfs of the sandbox's pid namespace, ``/dev``
   a minimal devtmpfs copy (read-only), ``/tmp`` and ``/dev/shm`` are size-limited
   tmpfs that vanish with the sandbox, and the run directory is bound read-write on
-  ``/box`` (the working directory). The environment is cleared to a fixed
-  ``PATH``, ``HOME=/tmp``, ``LANG=C.UTF-8``; bwrap itself is started with that same tiny
-  environment, so even ``/proc/1/environ`` (bwrap's init) holds no server secret.
-  ``--die-with-parent`` and ``--new-session`` are always on. There is no network
-  interface but a private loopback.
+  ``/box`` (the working directory). The Python prefix's ``site-packages`` is covered
+  by an empty read-only tmpfs. The environment is cleared to a fixed ``PATH``,
+  ``HOME=/tmp``, ``LANG=C.UTF-8`` (plus ``MALLOC_ARENA_MAX`` for the JVM and V8); bwrap
+  itself is started with just ``PATH``, so even ``/proc/1/environ`` (bwrap's init)
+  holds no server secret. ``--die-with-parent`` and ``--new-session`` are always on.
+  There is no network interface but a private loopback. Neither bwrap's init nor the
+  program has any capability (``CapBnd`` 0, ``NoNewPrivs``), and the sandbox cannot
+  create further user namespaces.
 
 * **An unprivileged uid per run.** When the server runs as root, each run takes a
   dedicated uid/gid from ``uid_base .. uid_base+uid_count-1`` (default 60000..60255,
@@ -59,24 +62,36 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
 
 * **Memory per language.** ``memory_mb`` bounds what the program itself can use:
   Python and C++ get ``RLIMIT_AS = memory_mb`` (an allocation past it fails:
-  ``MemoryError``, ``std::bad_alloc``). The JVM gets ``-Xmx<memory_mb>m`` and V8
-  ``--max-old-space-size=<memory_mb>``; both reserve large virtual ranges, so their
-  ``RLIMIT_AS`` is ``memory_mb + 1024`` MB (with ``MALLOC_ARENA_MAX=2`` and small
-  code-cache/class-space reservations), and the cgroup, when present, caps their
-  resident total at ``memory_mb + 256``. The tmpfs ``/tmp`` and ``/dev/shm`` are
-  ``tmpfs_mb`` each. Compile stages use ``compile_memory_mb`` the same way.
+  ``MemoryError``, ``std::bad_alloc``) and a cgroup backstop of ``memory_mb + 64``. The
+  JVM gets ``-Xmx<memory_mb>m`` and V8 ``--max-old-space-size=<memory_mb>``; both reserve
+  large virtual ranges (thread stacks, code cache, class space) that are not memory, so
+  with a memory cgroup their resident total is capped at ``memory_mb + 256`` and their
+  ``RLIMIT_AS`` is a loose ``memory_mb + 4096``; without one, ``RLIMIT_AS`` is
+  ``memory_mb + 1536`` (and Java threads get 16 MB stacks instead of 32 MB) with
+  ``MALLOC_ARENA_MAX=2`` and small code-cache/class-space reservations. A memory limit is
+  reported from the cgroup's ``oom_kill`` counter or the runtime's own message
+  (``MemoryError``, ``std::bad_alloc``, ``OutOfMemoryError``, V8's heap-limit report).
+  ``/tmp`` and ``/dev/shm`` are ``tmpfs_mb`` each. Compile stages use
+  ``compile_memory_mb`` the same way.
 
 * **Wall time, output, and "everything is gone".** A stage is killed when its wall time
   passes (``Time limit exceeded (5 s)``) or when stdout+stderr together pass
   ``output_bytes`` (the output is read incrementally from the pipes and cut at the cap;
-  ``truncated`` is true). To kill, the runner SIGKILLs the sandbox's pid 1 (bwrap's init,
-  the only child of the outer bwrap): the kernel then kills every process in the pid
-  namespace, however detached (``setsid``, double fork), and pid 1 only becomes a
-  zombie once all of them are gone; the outer bwrap reaps it and exits, and only then
-  does the runner answer. A normal exit ends the same way (bwrap's init exits with the
-  program, taking the namespace down). If pid 1 cannot be found, the runner kills the
-  outer bwrap and, as root, additionally runs ``kill -9 -1`` as the run's uid. The run
-  directory is then removed with ``shutil.rmtree`` (fd-based, never follows a symlink).
+  ``truncated`` is true). bwrap's ``--info-fd`` reports the host pid of the sandbox's
+  pid 1 (bwrap's init) and the runner holds a pidfd on it. To kill, it sends SIGKILL to
+  that pidfd: the kernel then kills every process in the pid namespace, however
+  detached (``setsid``, double fork). A pid namespace's init only becomes a zombie once
+  every other process of the namespace is gone, so the runner answers only after that
+  pidfd reports the exit (for a normal exit too: bwrap's init exits when the program
+  does, taking the namespace down). bwrap's outer process exits *without reaping* its
+  init, so the server makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``) and
+  reaps the orphaned init itself (otherwise, under an init that never reaps, zombies
+  would pile up and keep counting against the uid's ``RLIMIT_NPROC``). Process exits are
+  watched with pidfds, not ``Process.wait()``, which in Python 3.11 also waits for the
+  pipes to close. If pid 1 cannot be found, the runner kills the outer bwrap's process
+  group and, as root, runs ``kill -9 -1`` as the run's uid. A uid that still owns a live
+  process (a crashed server's leftover) is never handed out. The run directory is then
+  removed with ``shutil.rmtree`` (fd-based, never follows a symlink).
 
 * **Files without following links.** The run directory is created by ``mkdtemp``
   (mode 0700), opened with ``O_DIRECTORY|O_NOFOLLOW``; the source is written with
@@ -86,9 +101,14 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   of the run is dead.
 
 ``mode="unsafe-rlimits-only"`` is an operator's explicit weaker choice: no namespaces
-(the program sees the host's files), but the same per-run uid, rlimits, cgroups, wall
-time, output cap, a minimal environment, and a kill of the process group plus a
-``kill -9 -1`` sweep as the run's uid (root only) after every run.
+(the program sees the host's files and network), but the same per-run uid, rlimits,
+cgroups, wall time, output cap, a minimal environment, and after every run a kill of the
+process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
+its orphans.
+
+Side effects on the server process: it becomes a child subreaper (set once by the probe)
+and keeps one mount-namespace file descriptor when a toolchain lives under a root-only
+directory. Nothing else about the server changes.
 
 Result conventions
 ==================
@@ -98,12 +118,16 @@ shell reports it: bwrap flattens the wait status that way, so ``exit(139)`` and 
 look alike), and ``None`` when the program did not end on its own (time or output limit,
 compile error, unavailable). ``execution_time_ms`` is the wall time of the whole call, end
 to end: directory set-up, compile stage if any, run stage (not the final clean-up).
-``output_bytes`` caps stdout and stderr *together*, per stage.
+``output_bytes`` caps stdout and stderr *together*, per stage. A compile stage's failure
+(errors, its own time or memory limit) is ``compile_error``; its output on success is not
+shown. Python is run as ``python -I -B -u`` (isolated, no bytecode writes, unbuffered so
+that output printed before a crash or a timeout is kept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import ctypes
 import grp
@@ -131,7 +155,9 @@ STATUSES = ("ok", "runtime_error", "compile_error", "timeout", "memory_limit", "
 
 _MB = 1024 * 1024
 _BOX = "/box"  # the run directory as the program sees it
-_RUNTIME_AS_SLACK_MB = 1024  # JVM / V8 virtual reservations beyond the heap
+_JAVAC_ARCHIVE_IN_SANDBOX = "/cds/javac.jsa"
+_RUNTIME_AS_SLACK_MB = 1536  # JVM / V8 virtual reservations beyond the heap (no memory cgroup)
+_RUNTIME_AS_SLACK_CGROUP_MB = 4096  # the same when a memory cgroup bounds the resident total
 _RUNTIME_RSS_SLACK_MB = 256  # JVM / V8 resident overhead beyond the heap (cgroup)
 _NATIVE_RSS_SLACK_MB = 64  # cgroup backstop above RLIMIT_AS for Python / C++
 _BWRAP_PROCS = 2  # outer bwrap + bwrap's init in the sandbox, counted by RLIMIT_NPROC
@@ -400,6 +426,9 @@ class _UidSlots:
                 try:
                     sock.bind(f"\0interview-exec-uid-{uid}")
                 except OSError:
+                    sock.close()
+                    continue
+                if _uid_has_processes(uid):  # left over by a crashed server: not a clean slot
                     sock.close()
                     continue
                 self._held[uid] = sock
@@ -756,6 +785,7 @@ class _Probe:
     cgroups: tuple[_CgroupHierarchy, ...] = ()
     kill_binary: str | None = None
     work_root: str = ""
+    javac_archive: str | None = None  # host path of a sealed AppCDS archive that speeds javac up
 
 
 _STATE_LOCK = threading.Lock()
@@ -815,6 +845,7 @@ def _make_probe(config: SandboxConfig) -> _Probe:
             probe.cgroups = ()
     controllers = tuple(sorted({c for h in probe.cgroups for c in h.controllers}))
     per_run_uid = probe.uids is not None
+    _become_subreaper()
     if mode == "unsafe-rlimits-only":
         probe.status = SandboxStatus(
             False,
@@ -830,7 +861,6 @@ def _make_probe(config: SandboxConfig) -> _Probe:
         probe.status = SandboxStatus(False, mode, "bwrap not found", per_run_uid=per_run_uid, cgroups=controllers)
         return probe
     probe.bwrap = bwrap
-    _become_subreaper()
     version = None
     try:
         help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
@@ -908,7 +938,103 @@ def _detect_toolchains(probe: _Probe) -> dict[str, ToolchainStatus]:
         else:
             first = text.splitlines()[0] if text else f"exit status {out.returncode}"
             result[lang] = ToolchainStatus(lang, False, reason=f"does not run in the sandbox: {first}")
+    if result["java"].available:
+        probe.javac_archive = _javac_archive(probe)
     return {lang: result[lang] for lang in LANGUAGES}
+
+
+_JAVAC_ARCHIVES: dict[tuple[str, str], str | None] = {}
+_JAVA_FAST = ["-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"]
+_JAVAC_WARMUP = """import java.util.*;
+import java.util.stream.*;
+public class Warmup {
+    record Pair(int a, String b) {}
+    public static void main(String[] args) throws Exception {
+        Scanner in = new Scanner(System.in);
+        Map<String, List<Integer>> m = new HashMap<>();
+        List<Pair> ps = new ArrayList<>(List.of(new Pair(1, "x")));
+        System.out.println(IntStream.range(0, 3).boxed().collect(Collectors.toList()) + " " + m + ps);
+    }
+}
+"""
+
+
+def _javac_archive(probe: _Probe) -> str | None:
+    """A dynamic AppCDS archive of javac (halves its start-up), dumped once in the sandbox.
+
+    The dump runs as a sandbox stage; its output is then copied into a new root-owned,
+    read-only file, bound read-only into later compile stages. Best effort: None on failure.
+    """
+    tc = probe.toolchains["java"]
+    key = (tc.binaries["javac"], probe.work_root)
+    if key in _JAVAC_ARCHIVES:
+        return _JAVAC_ARCHIVES[key]
+    archive = None
+    try:
+        archive = _in_fresh_loop(lambda: _dump_javac_archive(probe, tc))
+    except (OSError, subprocess.SubprocessError):
+        archive = None
+    _JAVAC_ARCHIVES[key] = archive  # type: ignore[assignment]
+    return archive  # type: ignore[return-value]
+
+
+async def _dump_javac_archive(probe: _Probe, tc: _Toolchain) -> str | None:
+    async with _uid_slot(probe) as uid:
+        workdir = _make_workdir(probe.work_root, "Warmup.java", _JAVAC_WARMUP, uid)
+        try:
+            stage = _Stage(
+                cmd=[
+                    tc.binaries["javac"],
+                    *(f"-J{f}" for f in _JAVA_FAST),
+                    "-J-XX:ArchiveClassesAtExit=javac.jsa",
+                    "-J-Xlog:disable",
+                    "-proc:none",
+                    "-d",
+                    ".",
+                    "Warmup.java",
+                ],
+                toolchain=tc,
+                timeout_s=60.0,
+                limits=Limits(timeout_s=60.0),
+                memory_kind="managed",
+                memory_mb=2048,
+                nproc=256,
+                nofile=1024,
+                env={"MALLOC_ARENA_MAX": "2"},
+                stdin=b"",
+                workdir=workdir,
+                uid=uid,
+            )
+            out = await _run_stage(probe, stage)
+            if out.returncode != 0:
+                return None
+            return _seal_file(workdir, "javac.jsa", probe.work_root, max_bytes=256 * _MB)
+        finally:
+            await asyncio.to_thread(_remove_workdir, workdir)
+
+
+def _seal_file(directory: str, name: str, work_root: str, *, max_bytes: int) -> str | None:
+    """Copy a regular file (never through a link) into a new root-owned read-only directory."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(src, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+            return None
+        data = f.read(max_bytes + 1)
+    sealed_dir = tempfile.mkdtemp(prefix="exec-cache-", dir=work_root)
+    os.chmod(sealed_dir, 0o755)
+    path = os.path.join(sealed_dir, name)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    atexit.register(shutil.rmtree, sealed_dir, True)
+    return path
 
 
 def _in_fresh_loop(fn: Callable[[], object]):
@@ -969,6 +1095,7 @@ class _Stage:
     stdin: bytes
     workdir: str | None  # host path of the run directory (None: no work dir, probes)
     uid: int | None = None
+    extra_binds: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
 
 
 @dataclass
@@ -991,7 +1118,11 @@ def _rlimits(stage: _Stage, probe: _Probe) -> list[tuple[int, int, int]]:
     limits = stage.limits
     cpu = math.ceil(stage.timeout_s) + 1
     if stage.memory_kind == "managed":
-        address_space = _mb(stage.memory_mb + _RUNTIME_AS_SLACK_MB)
+        # Reservations (thread stacks, code cache, class space) are not memory; with a memory
+        # cgroup bounding the resident total, the address space can be generous.
+        has_memcg = any("memory" in h.controllers for h in probe.cgroups)
+        slack = _RUNTIME_AS_SLACK_CGROUP_MB if has_memcg else _RUNTIME_AS_SLACK_MB
+        address_space = _mb(stage.memory_mb + slack)
     else:
         address_space = _mb(stage.memory_mb)
     nproc = stage.nproc + _BWRAP_PROCS
@@ -1067,6 +1198,8 @@ def _bwrap_argv(probe: _Probe, stage: _Stage, *, info_fd: int) -> list[str]:
             argv += ["--ro-bind-try", f, f]
         for d in tc.hide:
             argv += (["--size", "4096"] if sized else []) + ["--tmpfs", d, "--remount-ro", d]
+    for src, dest in stage.extra_binds:
+        argv += ["--ro-bind", src, dest]
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/tmp"]
     argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/dev/shm"]
@@ -1353,8 +1486,7 @@ class _Sandbox:
                 if attempt:
                     await _sweep(proc, self.stage, self.probe)
         if self.init_pidfd is not None:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitid(os.P_PIDFD, self.init_pidfd, os.WEXITED | os.WNOHANG)  # ours as subreaper: reap it
+            _reap_pidfd(self.init_pidfd)  # ours as subreaper: reap it
 
     async def _kill_init(self) -> None:
         proc = self.proc
@@ -1384,6 +1516,12 @@ class _Sandbox:
             await asyncio.sleep(0.001)
 
 
+def _reap_pidfd(pidfd: int) -> None:
+    """Reap an exited child by pidfd (never blocks; ECHILD if it is not ours: someone else reaps it)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+
+
 async def _sweep(proc, stage: _Stage, probe: _Probe) -> None:
     """As the run's own uid, SIGKILL every process of that uid (root only; the uid is this run's)."""
     if stage.uid is None:
@@ -1391,7 +1529,7 @@ async def _sweep(proc, stage: _Stage, probe: _Probe) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         return
     if probe.kill_binary:
-        argv = [probe.kill_binary, "-s", "KILL", "--", "-1"]
+        argv = [probe.kill_binary, "-9", "-1"]
     else:
         argv = [_default_python(), "-I", "-S", "-c", "import os; os.kill(-1, 9)"]
     for _ in range(3):
@@ -1407,9 +1545,31 @@ async def _sweep(proc, stage: _Stage, probe: _Probe) -> None:
             close_fds=True,
         )
         await sweeper.wait()
+        await asyncio.sleep(0.005)
+        _reap_orphans(stage.uid, exclude=proc.pid)
         if not _uid_has_processes(stage.uid):
             return
         await asyncio.sleep(0.01)
+
+
+def _reap_orphans(uid: int, *, exclude: int) -> None:
+    """Reap zombies of the run's uid re-parented to us (the server is a subreaper).
+
+    Only this run uses that uid, so no other run's (asyncio-watched) child is touched.
+    """
+    me = str(os.getpid())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == exclude:
+            continue
+        text = _read_text(f"/proc/{entry}/status") or ""
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if (
+            fields.get("PPid", "").strip() == me
+            and fields.get("State", "").strip().startswith("Z")
+            and fields.get("Uid", "").split()[:1] == [str(uid)]
+        ):
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(entry), os.WNOHANG)
 
 
 def _uid_has_processes(uid: int) -> bool:
@@ -1482,7 +1642,13 @@ class _Plan:
     env: dict[str, str]
 
 
-def _plan(language: str, code: str, tc: _Toolchain, limits: Limits) -> _Plan:
+def _plan(
+    language: str, code: str, tc: _Toolchain, limits: Limits, *, roomy: bool, javac_archive: str | None = None
+) -> _Plan:
+    """The commands of a language; `roomy`: a memory cgroup bounds RSS, so reservations may be large.
+
+    `javac_archive` is javac's AppCDS archive as the compile stage sees it, if any.
+    """
     mem = limits.memory_mb
     if language == "python":
         return _Plan("main.py", None, [tc.binaries["python"], "-I", "-B", "-u", "main.py"], "native", {})
@@ -1503,10 +1669,12 @@ def _plan(language: str, code: str, tc: _Toolchain, limits: Limits) -> _Plan:
         return _Plan("main.cpp", compile_cmd, ["./main"], "native", {})
     if language == "java":
         stem, run = java_main_class(code)
-        fast = ["-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"]
+        fast = _JAVA_FAST
+        cds = [f"-J-XX:SharedArchiveFile={javac_archive}", "-J-Xlog:disable"] if javac_archive else []
         compile_cmd = [
             tc.binaries["javac"],
             *(f"-J{f}" for f in fast),
+            *cds,
             f"-J-Xmx{max(64, limits.compile_memory_mb // 2)}m",
             "-encoding",
             "UTF-8",
@@ -1519,7 +1687,7 @@ def _plan(language: str, code: str, tc: _Toolchain, limits: Limits) -> _Plan:
             tc.binaries["java"],
             *fast,
             f"-Xmx{mem}m",
-            "-Xss64m",
+            "-Xss32m" if roomy else "-Xss16m",  # deep recursion; reserved address space, not memory
             "-XX:ReservedCodeCacheSize=64m",
             "-XX:CompressedClassSpaceSize=64m",
             "-XX:MaxMetaspaceSize=256m",
@@ -1572,7 +1740,7 @@ def _runtime_error_line(language: str, stderr: str, code: int) -> str:
         for i, ln in enumerate(lines):
             if ln.startswith("terminate called"):
                 if i + 1 < len(lines) and lines[i + 1].strip().startswith("what():"):
-                    return f"{ln}: {lines[i + 1].strip()[len('what():'):].strip()}"
+                    return f"{ln}: {lines[i + 1].strip()[len('what():') :].strip()}"
                 return ln
     return _exit_sentence(code)
 
@@ -1590,6 +1758,9 @@ def _looks_like_oom(language: str, stderr: str) -> bool:
             for s in ("JavaScript heap out of memory", "Reached heap limit", "Array buffer allocation failed")
         )
     return False
+
+
+_COMPILER_OOM = ("out of memory", "virtual memory exhausted", "OutOfMemoryError", "std::bad_alloc")
 
 
 def _compile_error_line(language: str, stderr: str) -> str:
@@ -1643,11 +1814,17 @@ async def run_code(
     if not tc_status.available:
         return _unavailable(f"{_LANGUAGE_NAMES[language]} is not available: {tc_status.reason}", started)
     tc = probe.toolchains[language]
-    plan = _plan(language, code, tc, limits)
+    isolated = config.mode == "bwrap"
+    extra_binds: tuple[tuple[str, str], ...] = ()
+    archive = probe.javac_archive if language == "java" else None
+    if archive and isolated:
+        extra_binds, archive = ((archive, _JAVAC_ARCHIVE_IN_SANDBOX),), _JAVAC_ARCHIVE_IN_SANDBOX
+    roomy = any("memory" in h.controllers for h in probe.cgroups)
+    plan = _plan(language, code, tc, limits, roomy=roomy, javac_archive=archive)
     async with _uid_slot(probe) as uid:
         workdir = _make_workdir(probe.work_root, plan.source, code, uid)
         try:
-            return await _compile_and_run(language, plan, tc, limits, stdin, workdir, uid, probe, started)
+            return await _compile_and_run(language, plan, tc, limits, stdin, workdir, uid, probe, started, extra_binds)
         finally:
             await asyncio.to_thread(_remove_workdir, workdir)
 
@@ -1662,6 +1839,7 @@ async def _compile_and_run(
     uid: int | None,
     probe: _Probe,
     started: float,
+    compile_binds: tuple[tuple[str, str], ...] = (),
 ) -> ExecutionResult:
     def finish(**kw) -> ExecutionResult:
         status = kw["status"]
@@ -1690,6 +1868,7 @@ async def _compile_and_run(
             stdin=b"",
             workdir=workdir,
             uid=uid,
+            extra_binds=compile_binds,
         )
         out = await _run_stage(probe, compile_stage)
         if out.start_error:
@@ -1698,7 +1877,7 @@ async def _compile_and_run(
             stderr = _decode(out.stdout) + _decode(out.stderr)
             if out.timed_out or out.cpu_limited:
                 error = f"Compilation time limit exceeded ({_fmt_seconds(limits.compile_timeout_s)} s)"
-            elif out.oom_killed or "out of memory" in stderr or "OutOfMemoryError" in stderr:
+            elif out.oom_killed or any(s in stderr for s in _COMPILER_OOM):
                 error = "Compilation memory limit exceeded"
             else:
                 error = _compile_error_line(language, stderr)
@@ -1732,9 +1911,7 @@ async def _compile_and_run(
         return finish(status="memory_limit", error="Memory limit exceeded", exit_code=code, **common)
     if code == 0:
         return finish(status="ok", exit_code=0, **common)
-    return finish(
-        status="runtime_error", error=_runtime_error_line(language, stderr, code), exit_code=code, **common
-    )
+    return finish(status="runtime_error", error=_runtime_error_line(language, stderr, code), exit_code=code, **common)
 
 
 def _make_workdir(work_root: str, source_name: str, code: str, uid: int | None) -> str:

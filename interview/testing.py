@@ -20,7 +20,7 @@ def free_port() -> int:
 class RunningServer:
     """A daphne server process on its own SQLite database in `workdir`."""
 
-    def __init__(self, workdir: Path, env: dict | None = None):
+    def __init__(self, workdir: Path, env: dict | None = None, command: list[str] | None = None):
         self.workdir = Path(workdir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -38,6 +38,7 @@ class RunningServer:
         self.env.pop("DJANGO_SETTINGS_MODULE", None)
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "server.log"
+        self.command = command or [sys.executable, "manage.py", "serve"]
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -32,3 +32,36 @@ def live_server_process(tmp_path_factory):
     server = RunningServer(tmp_path_factory.mktemp("server")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def new_session(transactional_db):
+    """Create a session from async code."""
+    from channels.db import database_sync_to_async
+
+    from sessions.services import session_create
+
+    async def make(**kwargs):
+        return await database_sync_to_async(session_create)(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def open_socket():
+    """Open a WebSocket (Channels' communicator on the real ASGI app) and read its welcome."""
+    from channels.testing import WebsocketCommunicator
+
+    from interview.asgi import application
+
+    async def open_(session_id, *, origin: str | None = None, welcome: bool = True):
+        headers = [(b"origin", origin.encode())] if origin else []
+        communicator = WebsocketCommunicator(application, f"/ws/sessions/{session_id}", headers=headers)
+        connected, code = await communicator.connect()
+        communicator.connected = connected
+        communicator.close_code = code
+        if connected and welcome:
+            communicator.welcome = await communicator.receive_json_from()
+        return communicator
+
+    return open_

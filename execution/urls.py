@@ -1,3 +1,7 @@
 """REST routes of execution under /api."""
 
-urlpatterns: list = []
+from django.urls import re_path
+
+from execution.apis import ExecuteView
+
+urlpatterns = [re_path(r"^execute/?$", ExecuteView.as_view(), name="execute")]

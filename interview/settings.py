@@ -72,7 +72,7 @@ MIDDLEWARE = [
     "interview.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "interview.middleware.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -243,3 +243,21 @@ WS_RATE_LIMIT_BURST = env.int("WS_RATE_LIMIT_BURST", default=60)
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=1_048_576)
 # Cursor moves are broadcast at once but stored at most this often per connection.
 CURSOR_STORE_INTERVAL_SECONDS = env.float("CURSOR_STORE_INTERVAL_SECONDS", default=1.0)
+
+# --- Execution ----------------------------------------------------------------------------
+# "bwrap": namespaces through bubblewrap (the default). "unsafe-rlimits-only": an explicit
+# operator choice to run without namespaces (limits only) where bubblewrap cannot work.
+EXECUTION_SANDBOX = env.str("EXECUTION_SANDBOX", default="bwrap")
+EXECUTION_MAX_CONCURRENT = env.int("EXECUTION_MAX_CONCURRENT", default=os.cpu_count() or 1)
+EXECUTION_MAX_QUEUE = env.int("EXECUTION_MAX_QUEUE", default=2 * (os.cpu_count() or 1))
+EXECUTION_DEFAULT_TIMEOUT = 5
+EXECUTION_MAX_TIMEOUT = 10
+EXECUTION_COMPILE_TIMEOUT = env.float("EXECUTION_COMPILE_TIMEOUT", default=15.0)
+EXECUTION_MEMORY_MB = env.int("EXECUTION_MEMORY_MB", default=256)
+EXECUTION_MAX_PROCESSES = env.int("EXECUTION_MAX_PROCESSES", default=64)
+EXECUTION_OUTPUT_BYTES = env.int("EXECUTION_OUTPUT_BYTES", default=1_000_000)
+EXECUTION_FILE_SIZE_MB = env.int("EXECUTION_FILE_SIZE_MB", default=16)
+EXECUTION_OPEN_FILES = env.int("EXECUTION_OPEN_FILES", default=64)
+EXECUTION_UID_BASE = env.int("EXECUTION_UID_BASE", default=60000)
+EXECUTION_WORK_ROOT = env.str("EXECUTION_WORK_ROOT", default="") or None
+MAX_STDIN_BYTES = env.int("MAX_STDIN_BYTES", default=262_144)

@@ -7,7 +7,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from collaboration.tests.conftest import close_all, join
+from collaboration.tests.helpers import close_all, join
 from collaboration.tests.otclient import OTClient
 from interview.asgi import application
 from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Participant

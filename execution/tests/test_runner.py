@@ -49,17 +49,28 @@ async def run(language, code, stdin="", limits=None, config=CONFIG) -> Execution
 
 
 def processes_of_run_uids() -> list[tuple[int, int]]:
-    """(pid, uid) of live processes owned by the per-run uid range."""
-    found = []
+    """(pid, uid) of live processes of the per-run uid range started by this test process.
+
+    Other processes on the machine (another test session, a server) may use the same range.
+    """
+    parents, uids = {}, {}
     low, high = CONFIG.uid_base, CONFIG.uid_base + CONFIG.uid_count
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                uid = os.stat(f"/proc/{entry}").st_uid
-            except OSError:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                uids[int(entry)] = os.stat(f"/proc/{entry}").st_uid
+            except (OSError, IndexError, ValueError):
                 continue
-            if low <= uid < high:
-                found.append((int(entry), uid))
+    me, found = os.getpid(), []
+    for pid, uid in uids.items():
+        if low <= uid < high:
+            ancestor, hops = parents.get(pid), 0
+            while ancestor not in (None, 0, 1, me) and hops < 64:
+                ancestor, hops = parents.get(ancestor), hops + 1
+            if ancestor == me:
+                found.append((pid, uid))
     return found
 
 
@@ -119,7 +130,7 @@ def nothing_left_behind():
     yield
     if IS_ROOT:
         assert set(processes_of_run_uids()) <= PREEXISTING
-    assert os.listdir(WORK_ROOT) == []
+    assert [name for name in os.listdir(WORK_ROOT) if not name.startswith("exec-cache-")] == []
 
 
 def teardown_module():
@@ -174,6 +185,16 @@ class TestProbe:
         assert STATUS.reason is None
         assert STATUS.per_run_uid == IS_ROOT
         assert STATUS.as_dict()["isolated"] is True
+
+    def test_shared_files_are_root_owned_and_read_only(self):
+        """The only file kept between runs (javac's class-data archive) is root's and read-only."""
+        kept = [os.path.join(root, f) for root, _, files in os.walk(WORK_ROOT) for f in files]
+        for path in kept:
+            st = os.lstat(path)
+            assert stat.S_ISREG(st.st_mode)
+            assert stat.S_IMODE(st.st_mode) == 0o444
+            assert st.st_uid == os.geteuid()
+            assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o755
 
     def test_every_toolchain_reports_a_version(self):
         """Each language is detected with a version string, run inside the sandbox."""

@@ -15,6 +15,15 @@ class Command(BaseCommand):
     def handle(self, *args, host=None, port=None, **options):
         host = host or settings.SERVER_HOST
         port = port or settings.SERVER_PORT
+        # Probe the sandbox and toolchains now, not on the first request, and say what we found.
+        from execution.services import sandbox_report
+
+        sandbox = sandbox_report()
+        languages = ", ".join(name for name, tc in sandbox["languages"].items() if tc["available"]) or "none"
+        if sandbox["usable"]:
+            self.stdout.write(f"Code execution: {sandbox['mode']} sandbox, languages: {languages}")
+        else:
+            self.stdout.write(f"Code execution unavailable: {sandbox['reason']}")
         self.stdout.write(f"Serving on http://{host}:{port} (docs at /docs)")
         self.stdout.flush()
         CommandLineInterface().run(

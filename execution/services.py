@@ -1,0 +1,76 @@
+"""Running code for the API: limits and sandbox from settings, a bounded pool, session records."""
+
+import asyncio
+import weakref
+
+from django.conf import settings
+
+from execution import runner
+from sessions import events
+from sessions.models import ChangeType, HistoryEntry
+from sessions.selectors import session_get
+
+
+def sandbox_config() -> runner.SandboxConfig:
+    return runner.SandboxConfig(
+        mode=settings.EXECUTION_SANDBOX,
+        uid_base=settings.EXECUTION_UID_BASE,
+        work_root=settings.EXECUTION_WORK_ROOT,
+    )
+
+
+def limits(timeout_s: float) -> runner.Limits:
+    return runner.Limits(
+        timeout_s=timeout_s,
+        compile_timeout_s=settings.EXECUTION_COMPILE_TIMEOUT,
+        memory_mb=settings.EXECUTION_MEMORY_MB,
+        max_processes=settings.EXECUTION_MAX_PROCESSES,
+        output_bytes=settings.EXECUTION_OUTPUT_BYTES,
+        file_size_mb=settings.EXECUTION_FILE_SIZE_MB,
+        open_files=settings.EXECUTION_OPEN_FILES,
+    )
+
+
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, runner.ExecutionPool]" = weakref.WeakKeyDictionary()
+
+
+def pool() -> runner.ExecutionPool:
+    """The running event loop's pool: EXECUTION_MAX_CONCURRENT at once, EXECUTION_MAX_QUEUE waiting."""
+    loop = asyncio.get_running_loop()
+    current = _pools.get(loop)
+    if current is None:
+        current = _pools[loop] = runner.ExecutionPool(settings.EXECUTION_MAX_CONCURRENT, settings.EXECUTION_MAX_QUEUE)
+    return current
+
+
+async def execution_run(*, language: str, code: str, stdin: str, timeout_s: float) -> runner.ExecutionResult:
+    """Run code in the sandbox; raises runner.QueueFull when too many runs wait."""
+    return await pool().run(
+        language=language, code=code, stdin=stdin, limits=limits(timeout_s), config=sandbox_config()
+    )
+
+
+def execution_record(*, session_id, language: str, code: str, result: runner.ExecutionResult) -> None:
+    """Record a run in its session's history and send it to the session's clients."""
+    session = session_get(session_id=session_id)
+    outcome = "succeeded" if result.success else (result.error or result.status)
+    HistoryEntry.objects.create(
+        session=session,
+        change_type=ChangeType.EXECUTION,
+        description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"[:500],
+        code_snapshot=code,
+    )
+    message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
+    events.publish(session.id, events.group_event(message))
+
+
+def sandbox_report() -> dict:
+    """The sandbox's state and each language's toolchain, for /health and check_sandbox."""
+    config = sandbox_config()
+    status = runner.sandbox_status(config)
+    return {
+        "ok": status.usable,
+        "required": False,
+        **status.as_dict(),
+        "languages": {name: tc.as_dict() for name, tc in runner.toolchains(config).items()},
+    }

@@ -37,7 +37,7 @@ class ExecutionRequestSerializer(serializers.Serializer):
         default=settings.EXECUTION_DEFAULT_TIMEOUT,
         help_text="Wall-time limit in seconds, 1 to 10 (default 5).",
     )
-    sessionId = serializers.UUIDField(  # noqa: N815
+    sessionId = serializers.UUIDField(
         required=False, help_text="Record the run in this session's history and send it to its clients."
     )
 
@@ -58,10 +58,10 @@ class ExecutionResultSerializer(serializers.Serializer):
     success = serializers.BooleanField(help_text="True only for a normal exit with code 0 within the limits.")
     stdout = serializers.CharField(allow_blank=True)
     stderr = serializers.CharField(allow_blank=True)
-    exitCode = serializers.IntegerField(  # noqa: N815
+    exitCode = serializers.IntegerField(
         allow_null=True, help_text="The exit status (128+N for signal N); null if the program did not end itself."
     )
-    executionTime = serializers.IntegerField(help_text="Wall time in milliseconds.")  # noqa: N815
+    executionTime = serializers.IntegerField(help_text="Wall time in milliseconds.")
     error = serializers.CharField(allow_null=True, help_text="Null on success, else a short sentence.")
     status = serializers.ChoiceField(choices=STATUSES)
     truncated = serializers.BooleanField(help_text="Output was cut at the output limit.")

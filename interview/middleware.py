@@ -59,9 +59,7 @@ class BodySizeLimitMiddleware(_DualMode):
 
 
 def _too_large(limit: int):
-    return error_response(
-        413, "PAYLOAD_TOO_LARGE", f"Request body is larger than the limit of {limit} bytes."
-    )
+    return error_response(413, "PAYLOAD_TOO_LARGE", f"Request body is larger than the limit of {limit} bytes.")
 
 
 class StaticFilesMiddleware(_DualMode, WhiteNoiseMiddleware):

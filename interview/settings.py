@@ -188,7 +188,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "PREPROCESSING_HOOKS": ["interview.schema.strip_optional_slash"],
-    "ENUM_NAME_OVERRIDES": {"LanguageEnum": "sessions.models.Language"},
+    "ENUM_NAME_OVERRIDES": {
+        "LanguageEnum": "sessions.models.Language",
+        "ExecutionStatusEnum": "execution.runner.STATUSES",
+        "HealthStatusEnum": ["healthy", "unhealthy"],
+    },
     "TAGS": [
         {"name": "sessions", "description": "Interview sessions, their code and snapshots."},
         {"name": "collaboration", "description": "Who is connected and what happened."},

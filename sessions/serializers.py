@@ -133,8 +133,15 @@ class HistoryListSerializer(serializers.Serializer):
     history = HistoryEntrySerializer(many=True)
 
 
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter where `?limit=` is an invalid value, not a missing one."""
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, serializers.empty)
+
+
 class HistoryQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(
+    limit = QueryIntegerField(
         required=False,
         min_value=1,
         max_value=settings.HISTORY_MAX_LIMIT,

@@ -327,7 +327,7 @@ class TestHistory:
         self._fill(sid, 60)
         assert len(api.get(f"/api/sessions/{sid}/history").json()["history"]) == 50
 
-    @pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "1.5"])
+    @pytest.mark.parametrize("limit", ["0", "101", "abc", "-1", "1.5", ""])
     def test_limit_out_of_range_is_400(self, api, make_session, limit):
         """limit must be an integer from 1 to 100."""
         sid = make_session()["sessionId"]

@@ -70,8 +70,6 @@ class StaticFilesMiddleware(_DualMode, WhiteNoiseMiddleware):
         _DualMode.__init__(self, get_response)
 
     def intercept(self, request):
-        if self.autorefresh:
-            static_file = self.find_file(request.path_info)
-        else:
-            static_file = self.files.get(request.path_info)
+        path = request.path_info
+        static_file = self.find_file(path) if self.autorefresh else self.files.get(path)
         return self.serve(static_file, request) if static_file is not None else None

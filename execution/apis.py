@@ -9,6 +9,7 @@ from execution.serializers import ExecutionRequestSerializer, ExecutionResultSer
 from interview.asyncviews import AsyncAPIView
 from interview.errors import ApiError
 from interview.schema import error
+from interview.throttling import throttles_for
 from sessions.selectors import session_get
 
 
@@ -19,6 +20,9 @@ class ExecutionQueueFull(ApiError):
 
 
 class ExecuteView(AsyncAPIView):
+    def get_throttles(self):
+        return throttles_for("execution")
+
     @extend_schema(
         tags=["execution"],
         summary="Run code in the sandbox",

@@ -5,6 +5,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,9 +35,20 @@ def _local_secret_key() -> str:
     return key
 
 
-SECRET_KEY = env.str("SECRET_KEY", default="") or _local_secret_key()
+LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=LOCAL_HOSTS)
+# Serving hosts other than this machine, with debug off, is a production deployment.
+PRODUCTION = env.bool("PRODUCTION", default=not DEBUG and any(h not in LOCAL_HOSTS for h in ALLOWED_HOSTS))
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "This is a production deployment (ALLOWED_HOSTS names hosts other than this machine) but "
+            "SECRET_KEY is not set: it would run with the development key generated into .secret_key. "
+            "Set SECRET_KEY to a long random value (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
+        )
+    SECRET_KEY = _local_secret_key()
 
 # Where `manage.py serve` (and so `make run`) listens.
 SERVER_HOST = env.str("HOST", default="0.0.0.0")
@@ -162,6 +174,18 @@ SESSION_MAX_EXPIRES_HOURS = 168
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 100
 
+# Requests per client address for the expensive or writing endpoints ("N/second|minute|hour|day").
+RATE_LIMITS = {
+    "session_create": env.str("RATE_SESSION_CREATE", default="30/minute"),
+    "code_save": env.str("RATE_CODE_SAVE", default="120/minute"),
+    "execution": env.str("RATE_EXECUTION", default="30/minute"),
+}
+if REDIS_URL:
+    # Rate-limit counters shared by every server process.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 # --- REST framework and OpenAPI --------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -172,6 +196,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "interview.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "interview.schema.AutoSchema",
     "DATETIME_FORMAT": "iso-8601",
+    # Behind a reverse proxy, the client address is the last hop it adds to X-Forwarded-For.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0) or None,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -265,3 +291,21 @@ EXECUTION_OPEN_FILES = env.int("EXECUTION_OPEN_FILES", default=64)
 EXECUTION_UID_BASE = env.int("EXECUTION_UID_BASE", default=60000)
 EXECUTION_WORK_ROOT = env.str("EXECUTION_WORK_ROOT", default="") or None
 MAX_STDIN_BYTES = env.int("MAX_STDIN_BYTES", default=262_144)
+
+# --- Security -------------------------------------------------------------------------------
+# Headers on every response; HTTPS-only behaviour by default in production (`check --deploy`
+# is then clean), off for the local http://localhost:3000 that `make run` serves.
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^api/health$"]
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=PRODUCTION)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=PRODUCTION)
+if env.bool("BEHIND_HTTPS_PROXY", default=False):
+    # The proxy terminates TLS and says so; without this an SSL redirect would loop.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -33,6 +33,10 @@ class RunningServer:
             "PORT": str(self.port),
             "LOG_LEVEL": "warning",
             "PYTHONUNBUFFERED": "1",
+            # One client address drives every test: rate limits would only get in the way.
+            "RATE_SESSION_CREATE": "100000/minute",
+            "RATE_CODE_SAVE": "100000/minute",
+            "RATE_EXECUTION": "100000/minute",
             **(env or {}),
         }
         self.env.pop("DJANGO_SETTINGS_MODULE", None)

@@ -1,12 +1,16 @@
 """Thin REST views over the session services and selectors."""
 
+from django.contrib.auth import get_user
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from interview.errors import ApiError
 from interview.schema import error
+from interview.throttling import throttles_for
 from sessions import selectors, serializers, services
 from sessions.services import InvalidChange
 
@@ -23,7 +27,7 @@ def _with_count(session):
         tags=["sessions"],
         summary="Create a session",
         request=serializers.SessionCreateSerializer,
-        responses={201: serializers.SessionSerializer},
+        responses={201: serializers.SessionCreatedSerializer},
     ),
     retrieve=extend_schema(
         tags=["sessions"],
@@ -43,15 +47,26 @@ def _with_count(session):
     destroy=extend_schema(
         tags=["sessions"],
         summary="Delete a session",
-        description="Connected clients get SESSION_NOT_FOUND and are closed with code 4404.",
+        description="Needs `Authorization: Bearer <ownerToken>` (the token returned by create) or a "
+        "logged-in staff user. Connected clients get SESSION_NOT_FOUND and are closed with code 4404.",
         parameters=[SESSION_ID],
-        responses={204: OpenApiResponse(description="Deleted.")},
+        responses={
+            204: OpenApiResponse(description="Deleted."),
+            401: error("No owner token given."),
+            403: error("The owner token does not match."),
+        },
     ),
 )
 class SessionViewSet(viewsets.ViewSet):
     """Sessions, their code, participants and history. There is no list of all sessions."""
 
     lookup_value_regex = "[^/]+"
+    throttle_scopes = {"create": "session_create", "code": "code_save"}
+
+    def get_throttles(self):
+        if self.action == "code" and self.request.method != "POST":
+            return []
+        return throttles_for(self.throttle_scopes.get(self.action))
 
     def create(self, request):
         params = serializers.SessionCreateSerializer(data=request.data)
@@ -61,7 +76,7 @@ class SessionViewSet(viewsets.ViewSet):
             language=data["language"], title=data["title"], expires_in_hours=data["expiresIn"]
         )
         session.active_participants = 0
-        return Response(serializers.SessionSerializer(session).data, status=status.HTTP_201_CREATED)
+        return Response(serializers.SessionCreatedSerializer(session).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk=None):
         session = selectors.session_get(session_id=pk)
@@ -81,8 +96,27 @@ class SessionViewSet(viewsets.ViewSet):
         return Response(serializers.SessionSerializer(_with_count(session)).data)
 
     def destroy(self, request, pk=None):
-        services.session_delete(session_id=pk)
+        session = selectors.session_get(session_id=pk)
+        self._check_owner(request, session)
+        services.session_delete(session_id=session.id)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _check_owner(self, request, session) -> None:
+        """The owner token, or a staff user logged in to the admin (CSRF-checked)."""
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            if services.session_owner_check(session=session, token=token.strip()):
+                return
+            raise ApiError(403, "FORBIDDEN", "The owner token does not match this session.")
+        # The API authenticates nobody (DRF has set request.user to None), so read the
+        # admin login from Django's session, and demand CSRF as any cookie login must.
+        user = get_user(request._request)
+        if user.is_active and user.is_staff:
+            SessionAuthentication().enforce_csrf(request)
+            return
+        raise ApiError(
+            401, "UNAUTHORIZED", "Deleting a session needs its owner token: Authorization: Bearer <ownerToken>."
+        )
 
     @extend_schema(
         methods=["GET"],

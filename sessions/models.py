@@ -32,6 +32,8 @@ class InterviewSession(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     code_modified_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(db_index=True)
+    # SHA-256 of the owner token returned once at creation; the token itself is never kept.
+    owner_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]

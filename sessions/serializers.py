@@ -71,6 +71,14 @@ class SessionSerializer(serializers.Serializer):
         return f"{settings.CLIENT_URL}/interview/{obj.id}"
 
 
+class SessionCreatedSerializer(SessionSerializer):
+    ownerToken = serializers.CharField(  # noqa: N815
+        source="owner_token",
+        help_text="Shown once: send it as `Authorization: Bearer <ownerToken>` to delete the session. "
+        "The share link alone lets anyone view, edit and run code; this token is the interviewer's.",
+    )
+
+
 class CodeSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(source="id")
     code = serializers.CharField(allow_blank=True, trim_whitespace=False)

@@ -1,6 +1,9 @@
 """Writes to sessions; `code_change_apply` is the one path by which a document changes."""
 
+import hashlib
+import hmac
 import logging
+import secrets
 import threading
 import uuid
 from collections import OrderedDict
@@ -75,20 +78,37 @@ class CodeChangeResult:
         return self.new_version
 
 
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def session_create(
     *, language: str = Language.JAVASCRIPT, title: str | None = None, expires_in_hours: int | None = None
 ) -> InterviewSession:
-    """Create a session with its language's starter code."""
+    """Create a session with its language's starter code.
+
+    The returned instance carries `owner_token`, the secret that may delete the session;
+    only its hash is stored, so this is the one time it can be handed out.
+    """
     hours = expires_in_hours or settings.SESSION_DEFAULT_EXPIRES_HOURS
     now = timezone.now()
-    return InterviewSession.objects.create(
+    token = secrets.token_urlsafe(32)
+    session = InterviewSession.objects.create(
         language=language,
         title=title,
         code=STARTER_CODE[Language(language)],
         created_at=now,
         code_modified_at=now,
         expires_at=now + timedelta(hours=hours),
+        owner_token_hash=token_hash(token),
     )
+    session.owner_token = token
+    return session
+
+
+def session_owner_check(*, session: InterviewSession, token: str) -> bool:
+    """Whether `token` is the session's owner token (constant-time comparison)."""
+    return bool(session.owner_token_hash) and hmac.compare_digest(session.owner_token_hash, token_hash(token))
 
 
 def _lock(session_id) -> InterviewSession:

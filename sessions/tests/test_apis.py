@@ -52,7 +52,17 @@ class TestSessionCreate:
         response = api.post("/api/sessions", content_type="application/json")
         assert response.status_code == 201
         body = response.json()
-        assert set(body) == {"sessionId", "title", "language", "createdAt", "expiresAt", "activeParticipants", "url"}
+        assert set(body) == {
+            "sessionId",
+            "title",
+            "language",
+            "createdAt",
+            "expiresAt",
+            "activeParticipants",
+            "url",
+            "ownerToken",
+        }
+        assert len(body["ownerToken"]) >= 32
         assert body["language"] == "javascript"
         assert body["title"] is None
         assert body["activeParticipants"] == 0
@@ -133,6 +143,7 @@ class TestSessionRetrieve:
         """GET answers the same session shape as create."""
         created = make_session(title="T")
         body = api.get(f"/api/sessions/{created['sessionId']}").json()
+        created.pop("ownerToken")
         assert body == created
 
     def test_trailing_slash_is_accepted(self, api, make_session):
@@ -204,15 +215,74 @@ class TestSessionUpdate:
 
 class TestSessionDelete:
     def test_delete_removes_the_session_and_its_data(self, api, make_session):
-        """DELETE answers 204 and the session, its snapshots and history are gone."""
-        sid = make_session()["sessionId"]
+        """DELETE with the owner token answers 204 and the session, its snapshots and history are gone."""
+        created = make_session()
+        sid = created["sessionId"]
         api.post(f"/api/sessions/{sid}/code", {"code": "x"})
-        response = api.delete(f"/api/sessions/{sid}")
+        response = api.delete(f"/api/sessions/{sid}", HTTP_AUTHORIZATION=f"Bearer {created['ownerToken']}")
         assert response.status_code == 204
         assert not InterviewSession.objects.filter(pk=sid).exists()
         assert not CodeSnapshot.objects.exists()
         assert not HistoryEntry.objects.exists()
         assert_error(api.get(f"/api/sessions/{sid}"), 404, "SESSION_NOT_FOUND")
+
+    def test_delete_without_token_is_401_and_keeps_the_session(self, api, make_session):
+        """No token: 401 UNAUTHORIZED, nothing deleted."""
+        sid = make_session()["sessionId"]
+        assert_error(api.delete(f"/api/sessions/{sid}"), 401, "UNAUTHORIZED")
+        assert InterviewSession.objects.filter(pk=sid).exists()
+
+    def test_delete_with_another_sessions_token_is_403(self, api, make_session):
+        """A token that is not this session's: 403 FORBIDDEN, nothing deleted."""
+        sid = make_session()["sessionId"]
+        other = make_session()["ownerToken"]
+        assert_error(api.delete(f"/api/sessions/{sid}", HTTP_AUTHORIZATION=f"Bearer {other}"), 403, "FORBIDDEN")
+        assert InterviewSession.objects.filter(pk=sid).exists()
+
+    def test_staff_user_may_delete(self, api, make_session, admin_user):
+        """A logged-in staff user deletes without the token."""
+        sid = make_session()["sessionId"]
+        api.force_login(admin_user)
+        assert api.delete(f"/api/sessions/{sid}").status_code == 204
+
+    def test_token_is_not_stored_or_exposed(self, api, make_session):
+        """Only a hash is stored; no read endpoint shows the token or its hash."""
+        created = make_session()
+        session = InterviewSession.objects.get(pk=created["sessionId"])
+        assert created["ownerToken"] not in session.owner_token_hash
+        assert len(session.owner_token_hash) == 64
+        for path in ["", "/code", "/participants", "/history"]:
+            text = api.get(f"/api/sessions/{created['sessionId']}{path}").content.decode()
+            assert created["ownerToken"] not in text
+            assert session.owner_token_hash not in text
+
+
+class TestRateLimits:
+    def test_session_creation_is_limited_per_address(self, api, settings):
+        """Past RATE_LIMITS['session_create'], creation answers 429 with Retry-After in the error shape."""
+        settings.RATE_LIMITS = {**settings.RATE_LIMITS, "session_create": "2/minute"}
+        assert api.post("/api/sessions", {}).status_code == 201
+        assert api.post("/api/sessions", {}).status_code == 201
+        response = api.post("/api/sessions", {})
+        assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+        assert int(response["Retry-After"]) >= 1
+        assert InterviewSession.objects.count() == 2
+
+    def test_code_saves_are_limited_but_reads_are_not(self, api, make_session, settings):
+        """code_save limits POST code; GET code is not counted."""
+        sid = make_session()["sessionId"]
+        settings.RATE_LIMITS = {**settings.RATE_LIMITS, "code_save": "1/minute"}
+        assert api.post(f"/api/sessions/{sid}/code", {"code": "a"}).status_code == 200
+        assert_error(api.post(f"/api/sessions/{sid}/code", {"code": "b"}), 429, "RATE_LIMIT_EXCEEDED")
+        for _ in range(3):
+            assert api.get(f"/api/sessions/{sid}/code").json()["code"] == "a"
+
+    def test_limits_are_per_client_address(self, api, settings):
+        """Another address has its own budget."""
+        settings.RATE_LIMITS = {**settings.RATE_LIMITS, "session_create": "1/minute"}
+        assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.1").status_code == 201
+        assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.1").status_code == 429
+        assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.2").status_code == 201
 
 
 class TestCode:

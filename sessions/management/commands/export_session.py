@@ -1,0 +1,32 @@
+"""`manage.py export_session ID`: a session and everything it holds as JSON."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from interview.errors import SessionNotFound
+from sessions.lifecycle import session_export
+
+
+class Command(BaseCommand):
+    help = "Export a session (metadata, code, snapshots, history, operation log, participants) as JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("session_id", metavar="ID", help="The session's id (a UUID).")
+        parser.add_argument("--output", "-o", metavar="FILE", help="Write to FILE (UTF-8) instead of stdout.")
+
+    def handle(self, *args, session_id, output=None, **options):
+        try:
+            data = session_export(session_id=session_id)
+        except SessionNotFound:
+            raise CommandError(f"No session with id {session_id!r}.") from None
+        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        if output is None or output == "-":
+            self.stdout.write(text, ending="")
+            return
+        try:
+            with open(output, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            raise CommandError(f"Cannot write {output}: {exc.strerror or exc}") from exc
+        self.stdout.write(f"Exported session {data['session']['id']} to {output}.")

@@ -72,7 +72,7 @@ class SessionSerializer(serializers.Serializer):
 
 
 class SessionCreatedSerializer(SessionSerializer):
-    ownerToken = serializers.CharField(  # noqa: N815
+    ownerToken = serializers.CharField(
         source="owner_token",
         help_text="Shown once: send it as `Authorization: Bearer <ownerToken>` to delete the session. "
         "The share link alone lets anyone view, edit and run code; this token is the interviewer's.",

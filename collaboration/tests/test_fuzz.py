@@ -1,0 +1,125 @@
+"""WebSocket fuzzing: random, malformed, huge, binary and ill-typed frames never break the server."""
+
+import asyncio
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interview.asgi import application
+from sessions.models import InterviewSession
+from sessions.services import session_create, snapshot_create
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FRAME_LIMIT = 2000
+TYPES = ["join", "ping", "code-update", "cursor-position", "language-change"]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+changes = st.lists(
+    st.dictionaries(st.sampled_from(["from", "to", "insert"]), json_values | st.integers(-5, 50), max_size=3),
+    min_size=1,
+    max_size=4,
+)
+messages = st.fixed_dictionaries(
+    {"type": st.sampled_from([*TYPES, "dance", ""])},
+    optional={
+        "userId": json_values,
+        "timestamp": json_values,
+        "data": json_values
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "code": json_values,
+                "changes": changes | json_values,
+                "version": json_values | st.integers(-3, 10),
+                "seq": json_values,
+                "name": json_values,
+                "line": json_values,
+                "column": json_values,
+                "language": json_values | st.sampled_from(["python", "java"]),
+            },
+        ),
+    },
+)
+frames = st.one_of(
+    st.text(max_size=300).map(lambda t: ("text", t)),
+    json_values.map(lambda v: ("text", json.dumps(v))),
+    messages.map(lambda m: ("text", json.dumps(m))),
+    st.binary(max_size=300).map(lambda b: ("bytes", b)),
+    st.integers(FRAME_LIMIT + 1, FRAME_LIMIT * 3).map(
+        lambda n: ("text", json.dumps({"type": "code-update", "data": {"code": "x" * n, "changes": []}}))
+    ),
+)
+
+
+def document(session_id):
+    row = InterviewSession.objects.get(pk=session_id)
+    return row.code, row.version, row.language
+
+
+async def exchange(communicator, kind, payload) -> list[dict]:
+    """Send a frame, then a ping, and return what came back before the pong."""
+    # Raw ASGI input: the communicator's helper refuses empty frames, which clients can send.
+    await communicator.send_input({"type": "websocket.receive", kind: payload})
+    await communicator.send_json_to({"type": "ping"})
+    replies = []
+    while True:
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] == "pong":
+            return replies
+        replies.append(message)
+
+
+@pytest.fixture
+def fuzz_session(transactional_db):
+    session = session_create(language="python")
+    snapshot_create(session_id=session.id, code="def f():\n    return '😀'\n")
+    return session
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(frames, min_size=1, max_size=12))
+def test_random_frames_are_answered_and_change_nothing_invalid(fuzz_session, batch, settings_override):
+    """Every frame gets a proper answer; invalid ones change nothing; the connection stays usable."""
+
+    async def drive():
+        communicator = WebsocketCommunicator(application, f"/ws/sessions/{fuzz_session.id}")
+        connected, _ = await communicator.connect()
+        assert connected
+        welcome = await communicator.receive_json_from()
+        assert welcome["type"] == "welcome"
+        for kind, payload in batch:
+            before = await database_sync_to_async(document)(fuzz_session.id)
+            replies = await exchange(communicator, kind, payload)
+            # A code-update answers after its commit, so wait for that answer too.
+            if kind == "text" and '"code-update"' in payload and not any(r["type"] == "error" for r in replies):
+                replies.append(await communicator.receive_json_from(timeout=5))
+            after = await database_sync_to_async(document)(fuzz_session.id)
+            for reply in replies:
+                assert reply["type"] in {"error", "code-ack", "user-joined", "language-changed"}, reply
+                if reply["type"] == "error":
+                    assert reply["data"]["code"] in {"INVALID_MESSAGE", "RESYNC_REQUIRED"}, reply
+            if any(r["type"] == "error" for r in replies):
+                assert after == before
+        # Still alive and answering.
+        await communicator.send_json_to({"type": "ping"})
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "pong"
+        await communicator.disconnect()
+
+    asyncio.run(drive())
+
+
+@pytest.fixture
+def settings_override(settings):
+    settings.WS_MAX_MESSAGE_BYTES = FRAME_LIMIT
+    settings.WS_RATE_LIMIT_BURST = 100_000
+    settings.WS_RATE_LIMIT_PER_SECOND = 100_000
+    return settings

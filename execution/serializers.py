@@ -6,7 +6,7 @@ from rest_framework import serializers
 
 from execution.runner import STATUSES
 from sessions.models import Language
-from sessions.serializers import StrictCharField
+from sessions.serializers import BoundedTextField, code_field
 
 
 class StrictNumberField(serializers.FloatField):
@@ -27,9 +27,9 @@ class StrictNumberField(serializers.FloatField):
     ]
 )
 class ExecutionRequestSerializer(serializers.Serializer):
-    code = StrictCharField(allow_blank=True, trim_whitespace=False)
+    code = code_field()
     language = serializers.ChoiceField(choices=Language.values)
-    stdin = StrictCharField(required=False, allow_blank=True, trim_whitespace=False, default="")
+    stdin = BoundedTextField(limit_setting="MAX_STDIN_BYTES", label_text="stdin", required=False, default="")
     timeout = StrictNumberField(
         required=False,
         min_value=1,
@@ -40,18 +40,6 @@ class ExecutionRequestSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(
         required=False, help_text="Record the run in this session's history and send it to its clients."
     )
-
-    def validate_code(self, value: str) -> str:
-        limit = settings.MAX_CODE_BYTES
-        if len(value.encode("utf-8", "surrogatepass")) > limit:
-            raise serializers.ValidationError(f"Code is larger than the limit of {limit} bytes.")
-        return value
-
-    def validate_stdin(self, value: str) -> str:
-        limit = settings.MAX_STDIN_BYTES
-        if len(value.encode("utf-8", "surrogatepass")) > limit:
-            raise serializers.ValidationError(f"stdin is larger than the limit of {limit} bytes.")
-        return value
 
 
 class ExecutionResultSerializer(serializers.Serializer):

@@ -16,6 +16,26 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class BoundedTextField(StrictCharField):
+    """Text kept exactly as sent (no trimming), at most `settings.<limit_setting>` UTF-8 bytes."""
+
+    def __init__(self, *, limit_setting: str, label_text: str, **kwargs):
+        self.limit_setting = limit_setting
+        self.label_text = label_text
+        super().__init__(allow_blank=True, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        limit = getattr(settings, self.limit_setting)
+        if len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise serializers.ValidationError(f"{self.label_text} is larger than the limit of {limit} bytes.")
+        return value
+
+
+def code_field(**kwargs) -> BoundedTextField:
+    return BoundedTextField(limit_setting="MAX_CODE_BYTES", label_text="Code", **kwargs)
+
+
 class StrictIntegerField(serializers.IntegerField):
     """An IntegerField that refuses strings, floats with fractions and booleans."""
 
@@ -89,14 +109,8 @@ class CodeSerializer(serializers.Serializer):
 
 @extend_schema_serializer(examples=[OpenApiExample("Save", value={"code": "print('hello')\n", "language": "python"})])
 class CodeSaveSerializer(serializers.Serializer):
-    code = StrictCharField(allow_blank=True, trim_whitespace=False)
+    code = code_field()
     language = language_field(required=False)
-
-    def validate_code(self, value: str) -> str:
-        limit = settings.MAX_CODE_BYTES
-        if len(value.encode("utf-8", "surrogatepass")) > limit:
-            raise serializers.ValidationError(f"Code is larger than the limit of {limit} bytes.")
-        return value
 
 
 class SnapshotReceiptSerializer(serializers.Serializer):

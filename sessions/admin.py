@@ -1,12 +1,16 @@
 """Admin for sessions: searchable, filterable, with snapshots and history inline."""
 
+import json
 import uuid
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Q
+from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from interview.errors import SessionNotFound
+from sessions.lifecycle import session_end, session_export, sessions_purge_expired
 from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
 from sessions.selectors import presence_cutoff
 
@@ -88,6 +92,39 @@ class InterviewSessionAdmin(UuidSearchMixin, admin.ModelAdmin):
     readonly_fields = ["id", "created_at", "code_modified_at", "version", "code_view"]
     fields = ["id", "title", "language", "expires_at", "created_at", "code_modified_at", "version", "code_view"]
     inlines = [SnapshotInline, HistoryInline]
+    actions = ["export_sessions", "purge_expired_sessions", "end_sessions"]
+
+    @admin.action(description="Export selected sessions", permissions=["view"])
+    def export_sessions(self, request, queryset):
+        exports = [
+            session_export(session_id=pk) for pk in queryset.order_by("created_at", "id").values_list("id", flat=True)
+        ]
+        response = HttpResponse(
+            json.dumps(exports, ensure_ascii=False, indent=2), content_type="application/json; charset=utf-8"
+        )
+        name = f"sessions-{timezone.now():%Y%m%d-%H%M%S}.json"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+    # The admin runs an action only with a selection; this one ignores it on purpose.
+    @admin.action(description="Purge expired sessions (all of them, whatever is selected)", permissions=["delete"])
+    def purge_expired_sessions(self, request, queryset):
+        report = sessions_purge_expired()
+        self.message_user(request, report.describe(), messages.SUCCESS if report.sessions else messages.INFO)
+
+    @admin.action(description="End selected live sessions", permissions=["change"])
+    def end_sessions(self, request, queryset):
+        ended = skipped = 0
+        for pk in queryset.values_list("id", flat=True):
+            try:
+                session_end(session_id=pk)
+                ended += 1
+            except SessionNotFound:
+                skipped += 1  # expired already (or deleted meanwhile)
+        message = f"Ended {ended} live session{'s' if ended != 1 else ''}."
+        if skipped:
+            message += f" {skipped} {'was' if skipped == 1 else 'were'} not live."
+        self.message_user(request, message, messages.SUCCESS if ended else messages.WARNING)
 
     @admin.display(boolean=True, description="live")
     def is_live(self, obj):

@@ -79,7 +79,7 @@ def _announce_ended(session_ids: list[uuid.UUID], reason: str) -> None:
     for session_id in session_ids:
         # The document cache holds per-version facts; a session re-imported under the
         # same id may have a different history, so this process forgets the old one.
-        services._recent_operations.forget(session_id)
+        services.session_cache_forget(session_id=session_id)
         events.publish(session_id, events.ended_event(reason))
 
 
@@ -132,13 +132,7 @@ def sessions_purge_expired(*, older_than_hours: float = 0, dry_run: bool = False
 def session_end(*, session_id) -> None:
     """End a live session now: it answers 404 from now on and its clients are closed (4404)."""
     with transaction.atomic():
-        session = (
-            InterviewSession.objects.select_for_update()
-            .filter(pk=parse_session_id(session_id), expires_at__gt=timezone.now())
-            .first()
-        )
-        if session is None:
-            raise SessionNotFound()
+        session = services.session_lock(session_id)
         session.expires_at = timezone.now()
         session.save(update_fields=["expires_at"])
         transaction.on_commit(partial(_announce_ended, [session.id], "ended"))
@@ -421,7 +415,8 @@ def session_import(*, data: dict, replace: bool = False) -> InterviewSession:
     """Recreate an exported session with its ids and timestamps, all in one transaction.
 
     A session with that id must not exist unless `replace`, which deletes it first (in
-    the same transaction; its connected clients are closed after commit). Any problem
+    the same transaction; its connected clients are closed after commit) and keeps its
+    owner token. A new import has no owner token: only staff can delete it. Any problem
     with the data raises SessionImportError and writes nothing.
     """
     parsed = _parse(data)
@@ -430,10 +425,13 @@ def session_import(*, data: dict, replace: bool = False) -> InterviewSession:
     try:
         with transaction.atomic():
             existing = InterviewSession.objects.filter(pk=session.id)
-            if existing.exists():
+            owner_token_hashes = list(existing.values_list("owner_token_hash", flat=True))
+            if owner_token_hashes:
                 if not replace:
                     raise SessionImportError(f"Session {session.id} exists already (import with replace to overwrite).")
                 existing.delete()
+                # The owner token is never exported; the session it replaces keeps its owner.
+                session.owner_token_hash = owner_token_hashes[0]
                 replaced = True
             session.save(force_insert=True)
             CodeSnapshot.objects.bulk_create(parsed.snapshots)

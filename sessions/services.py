@@ -111,7 +111,7 @@ def session_owner_check(*, session: InterviewSession, token: str) -> bool:
     return bool(session.owner_token_hash) and hmac.compare_digest(session.owner_token_hash, token_hash(token))
 
 
-def _lock(session_id) -> InterviewSession:
+def session_lock(session_id) -> InterviewSession:
     """The live session, locked for the rest of the transaction (a row lock on PostgreSQL;
     on SQLite the IMMEDIATE transaction already holds the database's write lock)."""
     session = (
@@ -222,9 +222,17 @@ class _RecentOperations:
         with self.lock:
             self.entries.pop(session_id, None)
             self.seqs.pop(session_id, None)
+            for key in [k for k in self.edits if k[0] == session_id]:
+                del self.edits[key]
 
 
 _recent_operations = _RecentOperations()
+
+
+def session_cache_forget(*, session_id: uuid.UUID) -> None:
+    """Drop this process's cached operations, seqs and edit bursts of a session whose
+    history was replaced wholesale (an import over an existing id)."""
+    _recent_operations.forget(session_id)
 
 
 class _Document:
@@ -458,7 +466,7 @@ def session_update(
     """Change a session's language and/or title; a new language is announced after commit
     to every connection but `exclude_channel` (the one that asked)."""
     with transaction.atomic():
-        session = _lock(session_id)
+        session = session_lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id, exclude_channel)
         if set_title and title != session.title:
@@ -470,7 +478,7 @@ def session_update(
 def snapshot_create(*, session_id, code: str, language: str | None = None, user_id: str | None = None) -> CodeSnapshot:
     """Save code: make it the current code (one change, announced) and keep a snapshot."""
     with transaction.atomic():
-        session = _lock(session_id)
+        session = session_lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id)
         doc = _Document(session.id, session.code, session.version, [])
@@ -497,7 +505,7 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
 def session_delete(*, session_id) -> None:
     """Delete a session and everything it holds; connected clients are told and closed."""
     with transaction.atomic():
-        session = _lock(session_id)
+        session = session_lock(session_id)
         sid = session.id
         session.delete()
         transaction.on_commit(lambda: events.publish(sid, events.ended_event("deleted")))

@@ -66,16 +66,19 @@ def document(session_id):
 
 
 async def exchange(communicator, kind, payload) -> list[dict]:
-    """Send a frame, then a ping, and return what came back before the pong."""
+    """Send a frame, then a ping; return every answer (pongs aside) until the line goes quiet."""
     # Raw ASGI input: the communicator's helper refuses empty frames, which clients can send.
     await communicator.send_input({"type": "websocket.receive", kind: payload})
     await communicator.send_json_to({"type": "ping"})
-    replies = []
-    while True:
+    replies, pongs = [], 0
+    while pongs == 0 or not await communicator.receive_nothing(timeout=0.1):
         message = await communicator.receive_json_from(timeout=5)
         if message["type"] == "pong":
-            return replies
-        replies.append(message)
+            pongs += 1
+        else:
+            replies.append(message)
+    assert pongs <= 2  # ours, and one for the frame if it was a valid ping
+    return replies
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ def fuzz_session(transactional_db):
     return session
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(frames, min_size=1, max_size=12))
 def test_random_frames_are_answered_and_change_nothing_invalid(fuzz_session, batch, settings_override):
     """Every frame gets a proper answer; invalid ones change nothing; the connection stays usable."""
@@ -99,9 +102,6 @@ def test_random_frames_are_answered_and_change_nothing_invalid(fuzz_session, bat
         for kind, payload in batch:
             before = await database_sync_to_async(document)(fuzz_session.id)
             replies = await exchange(communicator, kind, payload)
-            # A code-update answers after its commit, so wait for that answer too.
-            if kind == "text" and '"code-update"' in payload and not any(r["type"] == "error" for r in replies):
-                replies.append(await communicator.receive_json_from(timeout=5))
             after = await database_sync_to_async(document)(fuzz_session.id)
             for reply in replies:
                 assert reply["type"] in {"error", "code-ack", "user-joined", "language-changed"}, reply

@@ -18,6 +18,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, file, replace=False, **options):
+        name = "stdin" if file == "-" else file
         try:
             if file == "-":
                 text = sys.stdin.read()
@@ -27,13 +28,13 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
-            raise CommandError(f"{file} is not UTF-8 text: {exc}") from exc
+            raise CommandError(f"{name} is not UTF-8 text: {exc}") from exc
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CommandError(f"{file} is not valid JSON: {exc}") from exc
+            raise CommandError(f"{name} is not valid JSON: {exc}") from exc
         try:
             session = session_import(data=data, replace=replace)
         except SessionImportError as exc:
-            raise CommandError(f"Cannot import {file}: {exc}") from exc
+            raise CommandError(f"Cannot import {name}: {exc}") from exc
         self.stdout.write(str(session.id))

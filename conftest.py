@@ -1,12 +1,13 @@
 """Fixtures shared by every app's tests."""
 
 import pytest
-from rest_framework.test import APIClient
 
 
 @pytest.fixture
 def api():
     """A DRF test client that sends JSON."""
+    from rest_framework.test import APIClient
+
     client = APIClient()
     client.default_format = "json"
     return client

@@ -87,7 +87,10 @@ async def breakdown(runs: int, config: SandboxConfig) -> None:
     """Where a Python run's time goes: interpreter alone, an empty sandbox, the whole run."""
     python = config.python_path
     bare = [await asyncio.to_thread(timed_host, [python, "-I", "-B", "-u", "-c", "print(1)"]) for _ in range(runs)]
-    print(f"  python -I -B -u print(1), host, no sandbox : {summary(bare)}")
+    print(f"  python -I -B -u print(1), host, no sandbox : {summary(bare)}  (host site-packages .pth files)")
+    argv = [python, "-I", "-S", "-B", "-u", "-c", "print(1)"]
+    bare_s = [await asyncio.to_thread(timed_host, argv) for _ in range(runs)]
+    print(f"  the same with -S (no site at all)          : {summary(bare_s)}")
     # The sandbox alone: bwrap with every mount, per-run uid and cgroups, running /usr/bin/true.
     probe = runner._probe(config)
     empty = []

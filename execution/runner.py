@@ -120,17 +120,28 @@ compile error, unavailable). ``execution_time_ms`` is the wall time of the whole
 to end: directory set-up, compile stage if any, run stage (not the final clean-up).
 ``output_bytes`` caps stdout and stderr *together*, per stage. A compile stage's failure
 (errors, its own time or memory limit) is ``compile_error``; its output on success is not
-shown. Python is run as ``python -I -B -u`` (isolated, no bytecode writes, unbuffered so
-that output printed before a crash or a timeout is kept).
+shown.
+
+Per language: Python runs as ``python -I -B -u main.py`` on the server's own base
+interpreter (isolated mode, no bytecode writes, unbuffered so that output printed before a
+crash or a timeout is kept; not ``-S``, which would drop ``exit()`` for ~1 ms). JavaScript
+runs as ``node --max-old-space-size=<memory_mb> main.js``. C++ is compiled with
+``g++ -std=gnu++17 -O2 -pipe`` and run as ``./main``. Java: the file is named after the
+public top-level class (``Main`` if none), compiled with ``javac`` and run with
+``java -Xshare:auto -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Xmx...
+-Xss32m`` (the class declaring ``main``, package-qualified). javac starts from a dynamic
+AppCDS archive dumped once inside the sandbox and then copied into a root-owned read-only
+file in ``<work_root>/exec-cache-<JDK key>/`` (kept and reused by later server processes;
+bwrap mode only): about 0.2 s saved per Java run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import ctypes
 import grp
+import hashlib
 import math
 import os
 import pwd
@@ -361,19 +372,6 @@ def _first_blocking_ancestor(path: str) -> str | None:
     return None
 
 
-def _children_of(pid: int) -> list[int]:
-    text = _read_text(f"/proc/{pid}/task/{pid}/children")
-    if text is not None:
-        return [int(p) for p in text.split()]
-    kids = []  # no CONFIG_PROC_CHILDREN: scan every process's parent
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _read_text(f"/proc/{entry}/stat")
-            if st and int(st.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(entry))
-    return kids
-
-
 def _uid_task_count(uid: int) -> int:
     """Tasks (threads) owned by uid: what RLIMIT_NPROC counts."""
     total = 0
@@ -486,7 +484,7 @@ def _cgroup_hierarchies() -> list[_CgroupHierarchy]:
         if hid == "0" and not ctrls:
             for fstype, root, mnt, _opts in mounts:
                 if fstype == "cgroup2":
-                    base = os.path.join(mnt, os.path.relpath(path, root).lstrip("."))
+                    base = os.path.normpath(os.path.join(mnt, os.path.relpath(path, root)))
                     have = set((_read_text(os.path.join(base, "cgroup.subtree_control")) or "").split())
                     wanted = tuple(c for c in ("memory", "pids") if c in have)
                     if wanted:
@@ -573,14 +571,14 @@ class _RunCgroup:
                 os.close(fd)
         self.procs_fds = []
         for path in reversed(self.paths):
-            for _ in range(50):  # the last task may take a moment to leave after being reaped
+            for _ in range(20):  # every task is gone by now; this is only a safety net
                 try:
                     os.rmdir(path)
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.01)
+                    time.sleep(0.005)
         self.paths = []
 
 
@@ -598,9 +596,9 @@ MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 1, 32, 4096, 16384, 1 << 19
 MS_NOSUID, MS_NODEV = 2, 4
 check(libc.unshare(0x00020000), "unshare(CLONE_NEWNS)")
 check(libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "make / rslave")
-args = sys.argv[1:]
-dirs = [(os.open(d, os.O_PATH | os.O_DIRECTORY), d) for d in args[0].split("\0")]
-for top in args[1].split("\0"):
+count = int(sys.argv[1])
+dirs = [(os.open(d, os.O_PATH | os.O_DIRECTORY), d) for d in sys.argv[2 : 2 + count]]
+for top in sys.argv[2 + count :]:
     check(libc.mount(b"tmpfs", top.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=64k"), "tmpfs " + top)
 for fd, d in dirs:
     os.makedirs(d, mode=0o755, exist_ok=True)
@@ -631,7 +629,7 @@ def _make_hostview(dirs: Sequence[str], python: str) -> tuple[int | None, str | 
     if not tops:
         return None, None
     helper = subprocess.Popen(
-        [python, "-I", "-S", "-c", _HOSTVIEW_HELPER, "\0".join(dirs), "\0".join(tops)],
+        [python, "-I", "-S", "-c", _HOSTVIEW_HELPER, str(len(dirs)), *dirs, *tops],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -645,10 +643,16 @@ def _make_hostview(dirs: Sequence[str], python: str) -> tuple[int | None, str | 
             return None, f"cannot expose {', '.join(dirs)} to the sandbox uid: {err or 'helper failed'}"
         fd = os.open(f"/proc/{helper.pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         return fd, None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"cannot expose {', '.join(dirs)} to the sandbox uid: {exc}"
     finally:
         with contextlib.suppress(OSError):
             helper.stdin.close()  # type: ignore[union-attr]
-        helper.wait(timeout=10)
+        try:
+            helper.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
         for stream in (helper.stdout, helper.stderr):
             if stream:
                 stream.close()
@@ -843,52 +847,54 @@ def _make_probe(config: SandboxConfig) -> _Probe:
             probe.cgroups = tuple(_cgroup_hierarchies())
         except OSError:
             probe.cgroups = ()
-    controllers = tuple(sorted({c for h in probe.cgroups for c in h.controllers}))
     per_run_uid = probe.uids is not None
     _become_subreaper()
-    if mode == "unsafe-rlimits-only":
-        probe.status = SandboxStatus(
-            False,
-            mode,
-            "namespaces disabled by configuration (unsafe-rlimits-only)",
-            usable=True,
-            per_run_uid=per_run_uid,
-            cgroups=controllers,
-        )
-        return probe
-    bwrap = _resolve(None, [config.bwrap_path]) if "/" not in config.bwrap_path else _resolve(config.bwrap_path, [])
-    if bwrap is None:
-        probe.status = SandboxStatus(False, mode, "bwrap not found", per_run_uid=per_run_uid, cgroups=controllers)
-        return probe
-    probe.bwrap = bwrap
     version = None
-    try:
-        help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
-        version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        probe.status = SandboxStatus(False, mode, f"bwrap does not start: {exc}")
-        return probe
-    probe.bwrap_features = frozenset(f for f in ("--disable-userns", "--size") if f in help_text)
-    links = []
-    for name in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(name):
-            links.append((name, os.readlink(name)))
-        elif os.path.isdir(name):
-            links.append((name, ""))
-    probe.root_links = tuple(links)
+    if mode == "bwrap":
+        path = config.bwrap_path
+        bwrap = _resolve(path, []) if "/" in path else _resolve(None, [path])
+        if bwrap is None:
+            probe.status = SandboxStatus(False, mode, "bwrap not found", per_run_uid=per_run_uid)
+            return probe
+        probe.bwrap = bwrap
+        try:
+            help_text = subprocess.run([bwrap, "--help"], capture_output=True, text=True, timeout=10).stdout
+            version = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            probe.status = SandboxStatus(False, mode, f"bwrap does not start: {exc}")
+            return probe
+        probe.bwrap_features = frozenset(f for f in ("--disable-userns", "--size") if f in help_text)
+        links = []
+        for name in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            if os.path.islink(name):
+                links.append((name, os.readlink(name)))
+            elif os.path.isdir(name):
+                links.append((name, ""))
+        probe.root_links = tuple(links)
+    # Really start something once, the way every run will be started.
     true = _resolve(None, ["true"]) or "/usr/bin/true"
     outcome = _run_sync(probe, _trial_stage([true]))
+    if outcome.returncode != 0 and probe.cgroups:
+        probe.cgroups = ()  # a hierarchy we may create in but not join: do without
+        retry = _run_sync(probe, _trial_stage([true]))
+        if retry.returncode == 0:
+            outcome = retry
+    controllers = tuple(sorted({c for h in probe.cgroups for c in h.controllers}))
     if outcome.returncode != 0:
-        err = _decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
-        if "namespace" in err or "not permitted" in err.lower() or "No permissions" in err:
+        err = outcome.start_error or _decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
+        if mode == "bwrap" and ("namespace" in err or "not permitted" in err.lower() or "No permissions" in err):
             reason = f"user namespaces forbidden: {err}"
         else:
             reason = f"sandbox failed to start: {err}"
         probe.status = SandboxStatus(False, mode, reason, per_run_uid=per_run_uid, cgroups=controllers)
         return probe
-    probe.status = SandboxStatus(
-        True, mode, None, usable=True, per_run_uid=per_run_uid, cgroups=controllers, bwrap_version=version
-    )
+    if mode == "unsafe-rlimits-only":
+        reason = "namespaces disabled by configuration (unsafe-rlimits-only)"
+        probe.status = SandboxStatus(False, mode, reason, usable=True, per_run_uid=per_run_uid, cgroups=controllers)
+    else:
+        probe.status = SandboxStatus(
+            True, mode, None, usable=True, per_run_uid=per_run_uid, cgroups=controllers, bwrap_version=version
+        )
     return probe
 
 
@@ -960,25 +966,33 @@ public class Warmup {
 
 
 def _javac_archive(probe: _Probe) -> str | None:
-    """A dynamic AppCDS archive of javac (halves its start-up), dumped once in the sandbox.
+    """A dynamic AppCDS archive of javac (halves its start-up), dumped in the sandbox.
 
-    The dump runs as a sandbox stage; its output is then copied into a new root-owned,
-    read-only file, bound read-only into later compile stages. Best effort: None on failure.
+    The dump runs as a sandbox stage; its output is copied into a root-owned read-only file
+    in a root-owned directory ``<work_root>/exec-cache-<key>`` (key: the JDK's identity), which
+    later compile stages bind read-only and later server processes reuse. Only in bwrap
+    mode (in the weaker mode a program could reach the file). Best effort: None on failure.
     """
+    if probe.config.mode != "bwrap":
+        return None
     tc = probe.toolchains["java"]
-    key = (tc.binaries["javac"], probe.work_root)
-    if key in _JAVAC_ARCHIVES:
-        return _JAVAC_ARCHIVES[key]
-    archive = None
-    try:
-        archive = _in_fresh_loop(lambda: _dump_javac_archive(probe, tc))
-    except (OSError, subprocess.SubprocessError):
-        archive = None
-    _JAVAC_ARCHIVES[key] = archive  # type: ignore[assignment]
-    return archive  # type: ignore[return-value]
+    javac = tc.binaries["javac"]
+    modules = os.path.join(os.path.dirname(os.path.dirname(javac)), "lib", "modules")
+    identity = [javac, *(str(os.stat(p).st_mtime_ns) for p in (javac, modules) if os.path.exists(p))]
+    key = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
+    if (probe.work_root, key) not in _JAVAC_ARCHIVES:
+        cache_dir = os.path.join(probe.work_root, f"exec-cache-{key}")
+        archive = _trusted_cache_file(cache_dir, "javac.jsa")
+        if archive is None:
+            try:
+                archive = _in_fresh_loop(lambda: _dump_javac_archive(probe, tc, cache_dir))
+            except (OSError, subprocess.SubprocessError):
+                archive = None
+        _JAVAC_ARCHIVES[(probe.work_root, key)] = archive  # type: ignore[assignment]
+    return _JAVAC_ARCHIVES[(probe.work_root, key)]
 
 
-async def _dump_javac_archive(probe: _Probe, tc: _Toolchain) -> str | None:
+async def _dump_javac_archive(probe: _Probe, tc: _Toolchain, cache_dir: str) -> str | None:
     async with _uid_slot(probe) as uid:
         workdir = _make_workdir(probe.work_root, "Warmup.java", _JAVAC_WARMUP, uid)
         try:
@@ -1008,13 +1022,32 @@ async def _dump_javac_archive(probe: _Probe, tc: _Toolchain) -> str | None:
             out = await _run_stage(probe, stage)
             if out.returncode != 0:
                 return None
-            return _seal_file(workdir, "javac.jsa", probe.work_root, max_bytes=256 * _MB)
+            return _install_cache_file(workdir, "javac.jsa", cache_dir, max_bytes=256 * _MB)
         finally:
-            await asyncio.to_thread(_remove_workdir, workdir)
+            await _uncancellable(asyncio.to_thread(_remove_workdir, workdir))
 
 
-def _seal_file(directory: str, name: str, work_root: str, *, max_bytes: int) -> str | None:
-    """Copy a regular file (never through a link) into a new root-owned read-only directory."""
+def _trusted_cache_file(cache_dir: str, name: str) -> str | None:
+    """cache_dir/name if both are ours (not links), and neither is writable by anyone else."""
+    path = os.path.join(cache_dir, name)
+    try:
+        dir_st, file_st = os.lstat(cache_dir), os.lstat(path)
+    except OSError:
+        return None
+    me = os.geteuid()
+    if (
+        stat.S_ISDIR(dir_st.st_mode)
+        and stat.S_ISREG(file_st.st_mode)
+        and dir_st.st_uid == file_st.st_uid == me
+        and not dir_st.st_mode & 0o022
+        and not file_st.st_mode & 0o222
+    ):
+        return path
+    return None
+
+
+def _install_cache_file(directory: str, name: str, cache_dir: str, *, max_bytes: int) -> str | None:
+    """Copy a regular file (never through a link) into cache_dir/name, read-only, owned by us."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -1027,14 +1060,16 @@ def _seal_file(directory: str, name: str, work_root: str, *, max_bytes: int) -> 
         if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
             return None
         data = f.read(max_bytes + 1)
-    sealed_dir = tempfile.mkdtemp(prefix="exec-cache-", dir=work_root)
-    os.chmod(sealed_dir, 0o755)
-    path = os.path.join(sealed_dir, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o444)
+    staging = tempfile.mkdtemp(prefix="exec-staging-", dir=os.path.dirname(cache_dir))
+    fd = os.open(os.path.join(staging, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    atexit.register(shutil.rmtree, sealed_dir, True)
-    return path
+    os.chmod(staging, 0o755)
+    try:
+        os.rename(staging, cache_dir)  # atomic; fails if another process got there first
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return _trusted_cache_file(cache_dir, name)
 
 
 def _in_fresh_loop(fn: Callable[[], object]):
@@ -1160,7 +1195,8 @@ def _make_preexec(
     """
     setns, setrlimit, write, chdir = _SETNS, resource.setrlimit, os.write, os.chdir
     setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
-    zero = b"0"
+    zero, no_groups = b"0", ()
+    pairs = [(res, (soft, hard)) for res, soft, hard in rlimits]  # built before the fork
 
     def preexec() -> None:
         for fd in cgroup_fds:
@@ -1170,12 +1206,12 @@ def _make_preexec(
                 raise OSError("setns into the toolchain mount namespace failed")
             if cwd is not None:
                 chdir(cwd)  # setns moved us to the namespace's root
-        for res, soft, hard in rlimits:
-            setrlimit(res, (soft, hard))
         if uid is not None:
-            setgroups([])
+            setgroups(no_groups)
             setresgid(uid, uid, uid)
             setresuid(uid, uid, uid)
+        for res, pair in pairs:  # last: RLIMIT_AS may be below this forked copy's own size
+            setrlimit(res, pair)
 
     return preexec
 
@@ -1262,10 +1298,27 @@ async def _run_stage(probe: _Probe, stage: _Stage) -> _Outcome:
             outcome.oom_killed = True
     finally:
         # Also on cancellation: kill and wait until every process of the stage is gone.
-        await asyncio.shield(sandbox.close())
+        await _uncancellable(sandbox.close())
         if cgroup:
             cgroup.close()
     return outcome
+
+
+async def _uncancellable(awaitable):
+    """Await to completion even if the caller is cancelled (then re-raise the cancellation)."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 class _Sandbox:
@@ -1297,6 +1350,7 @@ class _Sandbox:
     async def start(self, cgroup: _RunCgroup | None) -> None:
         stage, probe = self.stage, self.probe
         loop = asyncio.get_running_loop()
+        _become_subreaper()  # one syscall; the attribute is not inherited by forked workers
         pass_fds: tuple[int, ...] = ()
         info_w = None
         if self.isolated:
@@ -1399,6 +1453,8 @@ class _Sandbox:
                     budget[0] = 0
                     outcome.flooded = True
                     flood.set()
+                    while await stream.read(65536):  # discard until EOF (the sandbox is being killed)
+                        pass
                     return
                 sink += chunk
                 budget[0] -= len(chunk)
@@ -1822,11 +1878,14 @@ async def run_code(
     roomy = any("memory" in h.controllers for h in probe.cgroups)
     plan = _plan(language, code, tc, limits, roomy=roomy, javac_archive=archive)
     async with _uid_slot(probe) as uid:
-        workdir = _make_workdir(probe.work_root, plan.source, code, uid)
+        try:
+            workdir = _make_workdir(probe.work_root, plan.source, code, uid)
+        except OSError as exc:
+            return _unavailable(f"Code execution is unavailable: cannot prepare a run directory ({exc})", started)
         try:
             return await _compile_and_run(language, plan, tc, limits, stdin, workdir, uid, probe, started, extra_binds)
         finally:
-            await asyncio.to_thread(_remove_workdir, workdir)
+            await _uncancellable(asyncio.to_thread(_remove_workdir, workdir))
 
 
 async def _compile_and_run(

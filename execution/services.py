@@ -15,6 +15,8 @@ def sandbox_config() -> runner.SandboxConfig:
     return runner.SandboxConfig(
         mode=settings.EXECUTION_SANDBOX,
         uid_base=settings.EXECUTION_UID_BASE,
+        uid_count=settings.EXECUTION_UID_COUNT,
+        cgroups=settings.EXECUTION_CGROUPS,
         work_root=settings.EXECUTION_WORK_ROOT,
     )
 
@@ -28,6 +30,8 @@ def limits(timeout_s: float) -> runner.Limits:
         output_bytes=settings.EXECUTION_OUTPUT_BYTES,
         file_size_mb=settings.EXECUTION_FILE_SIZE_MB,
         open_files=settings.EXECUTION_OPEN_FILES,
+        compile_memory_mb=settings.EXECUTION_COMPILE_MEMORY_MB,
+        tmpfs_mb=settings.EXECUTION_TMPFS_MB,
     )
 
 

@@ -289,6 +289,11 @@ EXECUTION_OUTPUT_BYTES = env.int("EXECUTION_OUTPUT_BYTES", default=1_000_000)
 EXECUTION_FILE_SIZE_MB = env.int("EXECUTION_FILE_SIZE_MB", default=16)
 EXECUTION_OPEN_FILES = env.int("EXECUTION_OPEN_FILES", default=64)
 EXECUTION_UID_BASE = env.int("EXECUTION_UID_BASE", default=60000)
+# One uid per concurrent run across every server process on the host.
+EXECUTION_UID_COUNT = env.int("EXECUTION_UID_COUNT", default=256)
+EXECUTION_CGROUPS = env.bool("EXECUTION_CGROUPS", default=True)
+EXECUTION_COMPILE_MEMORY_MB = env.int("EXECUTION_COMPILE_MEMORY_MB", default=1024)
+EXECUTION_TMPFS_MB = env.int("EXECUTION_TMPFS_MB", default=64)
 EXECUTION_WORK_ROOT = env.str("EXECUTION_WORK_ROOT", default="") or None
 MAX_STDIN_BYTES = env.int("MAX_STDIN_BYTES", default=262_144)
 

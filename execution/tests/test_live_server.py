@@ -1,0 +1,86 @@
+"""Hostile programs through the real server: each is contained and /health keeps answering."""
+
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from execution import runner, services
+
+pytestmark = pytest.mark.skipif(
+    not runner.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
+)
+
+HOSTILE = {
+    "cpu loop": ("python", "while True: pass"),
+    "spinning threads": (
+        "python",
+        "import threading\n"
+        "for _ in range(8):\n"
+        "    threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n",
+    ),
+    "sleep": ("python", "import time; time.sleep(60)"),
+    "memory bomb": ("python", "x = []\nwhile True: x.append(bytearray(10**7))"),
+    "fork bomb": ("python", "import os\nwhile True:\n    try: os.fork()\n    except OSError: pass\n"),
+    "output flood": ("python", "import sys\nwhile True: sys.stdout.write('x' * 65536)"),
+    "detached child": (
+        "python",
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\nprint('parent done')",
+    ),
+    "kill the parent": ("python", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.killpg(0, 9)"),
+    "node loop": ("javascript", "while (true) {}"),
+    "c++ fork bomb": ("cpp", "#include <unistd.h>\nint main() { while (true) fork(); }"),
+}
+
+
+def post(url, body, timeout=60):
+    request = urllib.request.Request(
+        f"{url}/api/execute",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def health_time(url) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+        assert response.status == 200
+        assert json.loads(response.read())["status"] == "healthy"
+    return time.perf_counter() - started
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_program_is_contained_and_health_answers(live_server_process, name):
+    """The run ends within its limits with an error status, and /health answers in under a second throughout."""
+    url = live_server_process.url
+    language, code = HOSTILE[name]
+    outcome = {}
+
+    def run():
+        outcome["result"] = post(url, {"code": code, "language": language, "timeout": 2})
+
+    worker = threading.Thread(target=run)
+    started = time.perf_counter()
+    worker.start()
+    slowest = 0.0
+    while worker.is_alive():
+        slowest = max(slowest, health_time(url))
+        time.sleep(0.1)
+    worker.join()
+    elapsed = time.perf_counter() - started
+    slowest = max(slowest, health_time(url))
+    result = outcome["result"]
+    assert slowest < 1.0, f"/health took {slowest:.2f} s during {name}"
+    assert elapsed < 20
+    if name == "detached child":
+        assert result["stdout"] == "parent done\n"
+    else:
+        assert result["success"] is False, result
+        assert result["status"] in {"timeout", "memory_limit", "output_limit", "runtime_error"}, result
+    # The server is still itself: a normal program runs.
+    assert post(url, {"code": "print(6 * 7)", "language": "python"})["stdout"] == "42\n"

@@ -23,6 +23,26 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         self.dropped = 0
         self._next_sweep = 0.0
 
+    def _clean_expired(self):
+        # Channels' sweep drops expired messages without a word; count and log them.
+        now = time.time()
+        for channel, queue in list(self.channels.items()):
+            expired = 0
+            while not queue.empty() and queue._queue[0][0] < now:
+                queue.get_nowait()
+                expired += 1
+            if expired:
+                self.dropped += expired
+                logger.warning("%d messages to %s expired unread and were dropped", expired, channel)
+                self._remove_from_groups(channel)
+                if queue.empty():
+                    self.channels.pop(channel, None)
+        cutoff = int(now) - self.group_expiry
+        for members in self.groups.values():
+            for name, joined in list(members.items()):
+                if joined and joined < cutoff:
+                    members.pop(name, None)
+
     def _maybe_sweep(self) -> None:
         now = time.monotonic()
         if now >= self._next_sweep:

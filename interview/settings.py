@@ -143,6 +143,8 @@ REDIS_URL = env.str("REDIS_URL", default="")
 # above what a client can have in flight; expiry bounds memory of a dead consumer.
 CHANNEL_CAPACITY = env.int("CHANNEL_CAPACITY", default=10_000)
 CHANNEL_EXPIRY = env.int("CHANNEL_EXPIRY", default=60)
+# Group membership must outlive the longest session (168 h): the layers' default is a day.
+CHANNEL_GROUP_EXPIRY = 8 * 24 * 3600
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -152,6 +154,7 @@ if REDIS_URL:
                 "prefix": env.str("REDIS_PREFIX", default="interview"),
                 "capacity": CHANNEL_CAPACITY,
                 "expiry": CHANNEL_EXPIRY,
+                "group_expiry": CHANNEL_GROUP_EXPIRY,
             },
         }
     }
@@ -159,7 +162,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "collaboration.layers.FastInMemoryChannelLayer",
-            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY},
+            "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY, "group_expiry": CHANNEL_GROUP_EXPIRY},
         }
     }
 

@@ -32,8 +32,11 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
                 queue.get_nowait()
                 expired += 1
             if expired:
-                self.dropped += expired
-                logger.warning("%d messages to %s expired unread and were dropped", expired, channel)
+                # A channel in no group belongs to a closed connection: its leftovers are no loss.
+                live = any(channel in members for members in self.groups.values())
+                if live:
+                    self.dropped += expired
+                    logger.warning("%d messages to %s expired unread and were dropped", expired, channel)
                 self._remove_from_groups(channel)
                 if queue.empty():
                     self.channels.pop(channel, None)

@@ -38,9 +38,22 @@ class TestFastInMemoryChannelLayer:
         """Messages left unread past the expiry are dropped with a warning, not silently."""
         layer = FastInMemoryChannelLayer(expiry=0.05)
         name = await layer.new_channel()
+        await layer.group_add("g", name)
         await layer.send(name, {"type": "m"})
         await asyncio.sleep(0.1)
         with caplog.at_level(logging.WARNING, logger="collaboration.layers"):
             layer._clean_expired()
         assert layer.dropped == 1
         assert "expired" in caplog.text
+
+    async def test_leftovers_of_a_closed_connection_expire_quietly(self, caplog):
+        """Messages to a channel that left its groups are discarded without counting as lost."""
+        layer = FastInMemoryChannelLayer(expiry=0.05)
+        name = await layer.new_channel()
+        await layer.send(name, {"type": "m"})
+        await asyncio.sleep(0.1)
+        with caplog.at_level(logging.WARNING, logger="collaboration.layers"):
+            layer._clean_expired()
+        assert layer.dropped == 0
+        assert name not in layer.channels
+        assert caplog.text == ""

@@ -50,13 +50,24 @@ class DocumentWriter:
                     submissions=[(s.session_id, s.change) for s in batch], notify=False
                 )
             except Exception:
-                logger.exception("Could not commit %d document changes", len(batch))
-                results = [RuntimeError("internal error")] * len(batch)
+                # One bad change must not sink the others: retry each in a transaction of its own.
+                logger.exception("Could not commit %d document changes together; retrying one by one", len(batch))
+                results = [await self._apply_alone(submission) for submission in batch]
             for submission, result in zip(batch, results, strict=True):
                 try:
                     await self._publish(submission, result)
                 except Exception:
                     logger.exception("Could not deliver the result of a change")
+
+    async def _apply_alone(self, submission: Submission):
+        try:
+            (result,) = await database_sync_to_async(code_changes_apply)(
+                submissions=[(submission.session_id, submission.change)], notify=False
+            )
+        except Exception as exc:
+            logger.exception("Could not commit a document change")
+            return exc
+        return result
 
     async def _reply(self, submission: Submission, message: dict, version: int | None = None) -> None:
         await self.layer.send(submission.reply_channel, events.group_event(message, version=version))

@@ -299,6 +299,9 @@ class _Document:
             new_code = document.apply(self.code, changes) if changes else self.code
         except document.ChangeError as exc:
             raise InvalidChange(str(exc)) from exc
+        if any("\x00" in c["insert"] for c in changes):
+            # PostgreSQL cannot store it, and the REST API refuses it too.
+            raise InvalidChange("The code may not contain NUL characters.")
         if not changes and change.changes is None:
             return CodeChangeResult(self.session_id, self.version, self.code, [], change.user_id)
         _check_size(new_code)

@@ -295,6 +295,7 @@ class TestEditing:
             [{"from": 0, "to": 2, "insert": ""}, {"from": 1, "to": 3, "insert": "x"}],
             [{"from": 1, "to": 1, "insert": "x"}],  # inside the emoji's surrogate pair
             [{"from": -1, "to": 0, "insert": ""}],
+            [{"from": 0, "to": 0, "insert": "a\x00b"}],
         ],
     )
     async def test_bad_ranges_are_invalid_and_change_nothing(self, new_session, open_socket, changes):

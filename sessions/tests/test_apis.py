@@ -115,6 +115,11 @@ class TestSessionCreate:
         assert_error(response, 400, "MALFORMED_JSON")
         assert InterviewSession.objects.count() == 0
 
+    def test_deeply_nested_json_is_400_not_500(self, api):
+        """JSON nested beyond the parser's depth is a parse error."""
+        response = api.post("/api/sessions", data="[" * 100_000, content_type="application/json")
+        assert_error(response, 400, "MALFORMED_JSON")
+
     def test_body_that_is_not_an_object_is_400(self, api):
         """A JSON array as the body is a validation error, not a crash."""
         response = api.post("/api/sessions", data="[1, 2]", content_type="application/json")

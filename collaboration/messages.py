@@ -32,6 +32,17 @@ class CodeUpdate:
     seq: int | None
 
 
+def _storable(text: str) -> bool:
+    """Text a database can keep: no NUL, no lone surrogate (JSON can carry both)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -48,7 +59,9 @@ def parse(text: str) -> Inbound:
     if not isinstance(kind, str) or kind not in CLIENT_TYPES:
         raise MessageError(f"Unknown message type: {str(kind)[:40]!r}.")
     user_id = message.get("userId")
-    if user_id is not None and (not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID):
+    if user_id is not None and (
+        not isinstance(user_id, str) or not 0 < len(user_id) <= MAX_USER_ID or not _storable(user_id)
+    ):
         raise MessageError(f"userId must be a string of 1 to {MAX_USER_ID} characters.")
     data = message.get("data")
     if data is None:
@@ -64,7 +77,7 @@ def parse_join(message: Inbound) -> tuple[str, str]:
     name = message.data.get("name", "Anonymous")
     if name is None:
         name = "Anonymous"
-    if not isinstance(name, str) or len(name) > settings.MAX_NAME_LENGTH:
+    if not isinstance(name, str) or len(name) > settings.MAX_NAME_LENGTH or not _storable(name):
         raise MessageError(f"name must be a string of at most {settings.MAX_NAME_LENGTH} characters.")
     return message.user_id, name.strip() or "Anonymous"
 

@@ -113,6 +113,24 @@ class TestPresence:
         assert left["data"] == {"participantCount": 1}
         await close_all(watcher)
 
+    @pytest.mark.parametrize(
+        "message",
+        [
+            {"type": "join", "userId": "u\x00", "data": {"name": "x"}},
+            {"type": "join", "userId": "u", "data": {"name": "\ud800"}},
+            {"type": "join", "userId": "u", "data": {"name": "x" * 101}},
+        ],
+    )
+    async def test_join_with_unstorable_text_is_invalid(self, new_session, open_socket, message):
+        """NUL, lone surrogates or an over-long name are INVALID_MESSAGE; the socket stays."""
+        session = await new_session()
+        ws = await open_socket(session.id)
+        await ws.send_to(text_data=json.dumps(message))
+        assert await error_code(ws) == "INVALID_MESSAGE"
+        await ws.send_json_to({"type": "ping"})
+        assert (await ws.receive_json_from())["type"] == "pong"
+        await close_all(ws)
+
     async def test_join_needs_a_user_id(self, new_session, open_socket):
         """join without userId is INVALID_MESSAGE."""
         session = await new_session()

@@ -18,8 +18,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 FRAME_LIMIT = 2000
 TYPES = ["join", "ping", "code-update", "cursor-position", "language-change"]
 
+# Plain text, plus what JSON can carry but a database cannot keep: NUL and lone surrogates.
+texts = st.text(max_size=20) | st.sampled_from(["\x00", "a\x00", "\ud800", "x\udfff", "😀"])
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | texts,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )

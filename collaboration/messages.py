@@ -112,8 +112,11 @@ def parse_cursor(data: dict) -> dict:
         selection = data["selection"]
         if selection is not None and not isinstance(selection, dict | list):
             raise MessageError("selection must be an object, a list or null.")
-        if len(json.dumps(selection)) > 2048:
+        dumped = json.dumps(selection, ensure_ascii=False)
+        if len(dumped) > 2048:
             raise MessageError("selection is too large.")
+        if not _storable(dumped):
+            raise MessageError("selection holds text that cannot be stored (NUL or a lone surrogate).")
         cursor["selection"] = selection
     return cursor
 

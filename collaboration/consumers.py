@@ -92,7 +92,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.last_seen = time.monotonic()
         self.cursor_pending: dict | None = None
         self.cursor_task: asyncio.Task | None = None
-        self.timers: list[asyncio.TimerHandle] = []
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.expiry_timer: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task] = set()
         await self.accept()
         try:
@@ -118,13 +119,13 @@ class SessionConsumer(AsyncWebsocketConsumer):
         )
         ensure_heartbeat()
         loop = asyncio.get_running_loop()
-        self.timers.append(loop.call_later(settings.WS_IDLE_TIMEOUT_SECONDS, self.check_idle))
+        self.idle_timer = loop.call_later(settings.WS_IDLE_TIMEOUT_SECONDS, self.check_idle)
         expires_in = (welcome.expires_at - timezone.now()).total_seconds()
-        self.timers.append(loop.call_later(max(expires_in, 0), self.expire))
+        self.expiry_timer = loop.call_later(max(expires_in, 0), self.expire)
 
     async def disconnect(self, code):
         self.closed = True
-        for timer in [*self.timers, self.gap_timer]:
+        for timer in (self.idle_timer, self.expiry_timer, self.gap_timer):
             if timer is not None:
                 timer.cancel()
         if self.group is not None:
@@ -149,7 +150,7 @@ class SessionConsumer(AsyncWebsocketConsumer):
             self.spawn(self.close(code=CLOSE_IDLE))
         else:
             loop = asyncio.get_running_loop()
-            self.timers.append(loop.call_later(settings.WS_IDLE_TIMEOUT_SECONDS - idle, self.check_idle))
+            self.idle_timer = loop.call_later(settings.WS_IDLE_TIMEOUT_SECONDS - idle, self.check_idle)
 
     def expire(self):
         if not self.closed:

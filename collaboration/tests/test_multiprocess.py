@@ -107,8 +107,36 @@ async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
         assert sorted(code["code"]) == sorted(session_code + tokens)
         participants = await asyncio.to_thread(http_json, f"{one.url}/api/sessions/{sid}/participants")
         assert len(participants["participants"]) == 4
+
+        # REST on the other process reaches clients of both, through PostgreSQL and Redis.
+        await asyncio.to_thread(http_json, f"{two.url}/api/sessions/{sid}/code", "POST", {"code": "saved"})
+        await asyncio.to_thread(http_json, f"{one.url}/api/sessions/{sid}", "PATCH", {"language": "java"})
         for ws in sockets:
-            await ws.close()
+            seen = set()
+            while seen != {"code-update", "language-changed"}:
+                message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                seen.add(message["type"])
+                if message["type"] == "code-update":
+                    assert message["data"]["code"] == "saved"
+        history = await asyncio.to_thread(http_json, f"{two.url}/api/sessions/{sid}/history?limit=100")
+        kinds = [entry["changeType"] for entry in history["history"]]
+        assert kinds[-2:] == ["snapshot", "language-change"]
+        assert "edit" in kinds
+
+        # Deleting on one process closes the sockets held by both.
+        request = urllib.request.Request(
+            f"{one.url}/api/sessions/{sid}",
+            method="DELETE",
+            headers={"Authorization": f"Bearer {session['ownerToken']}"},
+        )
+        await asyncio.to_thread(lambda: urllib.request.urlopen(request, timeout=10).read())
+        for ws in sockets:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            while message["type"] != "error":  # a user-left of a socket closed just before
+                message = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert message["data"]["code"] == "SESSION_NOT_FOUND"
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == 4404
     finally:
         one.stop()
         two.stop()

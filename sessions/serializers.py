@@ -76,6 +76,23 @@ class SessionUpdateSerializer(serializers.Serializer):
     title = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH)
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Session",
+            response_only=True,
+            value={
+                "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+                "title": "Two sum",
+                "language": "python",
+                "createdAt": "2026-11-27T10:00:00Z",
+                "expiresAt": "2026-11-28T10:00:00Z",
+                "activeParticipants": 2,
+                "url": "http://localhost:3001/interview/6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+            },
+        )
+    ]
+)
 class SessionSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(source="id")
     title = serializers.CharField(allow_null=True)
@@ -91,6 +108,24 @@ class SessionSerializer(serializers.Serializer):
         return f"{settings.CLIENT_URL}/interview/{obj.id}"
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Created session",
+            response_only=True,
+            value={
+                "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+                "title": "Two sum",
+                "language": "python",
+                "createdAt": "2026-11-27T10:00:00Z",
+                "expiresAt": "2026-11-28T10:00:00Z",
+                "activeParticipants": 0,
+                "url": "http://localhost:3001/interview/6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+                "ownerToken": "q2V0b3Jlc3QtdG9rZW4tZXhhbXBsZS1vbmx5LWRvLW5vdA",
+            },
+        )
+    ]
+)
 class SessionCreatedSerializer(SessionSerializer):
     ownerToken = serializers.CharField(
         source="owner_token",
@@ -99,6 +134,21 @@ class SessionCreatedSerializer(SessionSerializer):
     )
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Code",
+            response_only=True,
+            value={
+                "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+                "code": "def two_sum(nums, target):\n    pass\n",
+                "language": "python",
+                "lastModified": "2026-11-27T10:05:00Z",
+                "version": 42,
+            },
+        )
+    ]
+)
 class CodeSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(source="id")
     code = serializers.CharField(allow_blank=True, trim_whitespace=False)

@@ -76,23 +76,18 @@ class SessionUpdateSerializer(serializers.Serializer):
     title = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH)
 
 
-@extend_schema_serializer(
-    examples=[
-        OpenApiExample(
-            "Session",
-            response_only=True,
-            value={
-                "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
-                "title": "Two sum",
-                "language": "python",
-                "createdAt": "2026-11-27T10:00:00Z",
-                "expiresAt": "2026-11-28T10:00:00Z",
-                "activeParticipants": 2,
-                "url": "http://localhost:3001/interview/6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
-            },
-        )
-    ]
-)
+_SESSION_EXAMPLE = {
+    "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+    "title": "Two sum",
+    "language": "python",
+    "createdAt": "2026-11-27T10:00:00Z",
+    "expiresAt": "2026-11-28T10:00:00Z",
+    "activeParticipants": 2,
+    "url": "http://localhost:3001/interview/6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
+}
+
+
+@extend_schema_serializer(examples=[OpenApiExample("Session", response_only=True, value=_SESSION_EXAMPLE)])
 class SessionSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField(source="id")
     title = serializers.CharField(allow_null=True)
@@ -114,13 +109,8 @@ class SessionSerializer(serializers.Serializer):
             "Created session",
             response_only=True,
             value={
-                "sessionId": "6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
-                "title": "Two sum",
-                "language": "python",
-                "createdAt": "2026-11-27T10:00:00Z",
-                "expiresAt": "2026-11-28T10:00:00Z",
+                **_SESSION_EXAMPLE,
                 "activeParticipants": 0,
-                "url": "http://localhost:3001/interview/6f1c2a9e-3b1d-4f5e-9a7b-2c8d4e6f8a10",
                 "ownerToken": "q2V0b3Jlc3QtdG9rZW4tZXhhbXBsZS1vbmx5LWRvLW5vdA",
             },
         )

@@ -10,6 +10,8 @@ __all__ = [
     "ChangeError",
     "apply",
     "diff",
+    "line_breaks",
+    "line_breaks_in_inserts",
     "normalize",
     "transform",
     "transform_over_log",
@@ -24,6 +26,8 @@ Change = TypedDict("Change", {"from": int, "to": int, "insert": str})
 _UTF16 = "utf-16-le"
 # A lone surrogate cannot be encoded as UTF-8, so it would only fail later, in the database.
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+# CodeMirror's line splitting (Text.of after ChangeSet.of splits an insert on /\r\n?|\n/).
+_LINE_BREAK = re.compile(r"\r\n?")
 
 
 class ChangeError(ValueError):
@@ -35,6 +39,29 @@ def utf16_len(text: str) -> int:
     if text.isascii():  # O(1) in CPython: the flag is stored on the string
         return len(text)
     return len(text.encode(_UTF16, "surrogatepass")) // 2
+
+
+def line_breaks(text: str) -> str:
+    """Return `text` with CR LF and lone CR as LF, the only line break CodeMirror keeps."""
+    return _LINE_BREAK.sub("\n", text) if "\r" in text else text
+
+
+def line_breaks_in_inserts(changes: object) -> object:
+    """Return `changes` with each insert's line breaks as CodeMirror makes them.
+
+    Each insert is split on its own, as ChangeSet.of does: a CR ending one insert and an
+    LF starting the next stay two breaks. Offsets are untouched, since they refer to the
+    document before the changes. Anything malformed is returned as it is, for `normalize`
+    to refuse.
+    """
+    if not isinstance(changes, list) or not any(
+        isinstance(c, Mapping) and isinstance(c.get("insert"), str) and "\r" in c["insert"] for c in changes
+    ):
+        return changes
+    return [
+        {**c, "insert": line_breaks(c["insert"])} if isinstance(c, Mapping) and isinstance(c.get("insert"), str) else c
+        for c in changes
+    ]
 
 
 def normalize(changes: object, length: int) -> list[Change]:

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 def normalize_newlines(code: str) -> str:
     """Line breaks as the browser editor holds them (CodeMirror turns CR LF and CR into LF),
     so that offsets counted by the editor and by the server agree."""
-    return code.replace("\r\n", "\n").replace("\r", "\n") if "\r" in code else code
+    return document.line_breaks(code)
 
 
 class InvalidChange(Exception):
@@ -270,6 +270,8 @@ class _Document:
     def _rebase(self, change: CodeChange) -> list:
         if change.changes is None:
             return document.diff(self.code, normalize_newlines(change.code or ""))
+        # As the editors will hold it: CodeMirror turns each insert's CR LF and CR into LF.
+        ours = document.line_breaks_in_inserts(change.changes)
         base = change.base_version if change.base_version is not None else self.version
         if base > self.version or base < 0:
             raise InvalidChange(f"Unknown base version {base}; the document is at {self.version}.")
@@ -277,11 +279,11 @@ class _Document:
             raise ResyncRequired(self.code, self.version)
         length = document.utf16_len(self.code)
         if base == self.version:
-            return document.normalize(change.changes, length)
+            return document.normalize(ours, length)
         log = self._log_since(base)
         # Validate against the document the client saw: its length is the current one
         # less what each change accepted since added.
-        ours = document.normalize(change.changes, length - sum(_length_delta(op) for op in log))
+        ours = document.normalize(ours, length - sum(_length_delta(op) for op in log))
         return document.transform_over_log(ours, log)
 
     def apply(self, change: CodeChange) -> CodeChangeResult:

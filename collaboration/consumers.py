@@ -107,6 +107,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.end_session()
             return
         self.next_version = welcome.version + 1
+        # An earlier request this connection resends counts as resent only if this
+        # document already held it (see CodeChange.connection_version).
+        self.welcome_version = welcome.version
         await self.send_message(
             "welcome",
             {
@@ -200,12 +203,15 @@ class SessionConsumer(AsyncWebsocketConsumer):
             await self.end_session()
 
     async def on_ping(self, message):
+        if self.user_id is not None:
+            self.author(message)
         await self.send_message("pong", {})
 
     async def on_join(self, message):
         user_id, name = messages.parse_join(message)
         if self.user_id is not None and self.user_id != user_id:
-            await self.leave()
+            # A connection is the user it joined as: its seqs and edits are that user's.
+            raise MessageError("This connection has joined as another user; open a new connection for this one.")
         change = await database_sync_to_async(participant_join)(
             session_id=self.session_id, user_id=user_id, name=name, channel_name=self.channel_name
         )
@@ -219,28 +225,35 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if change is not None and change.changed:
             await self.broadcast("user-left", {"participantCount": change.participant_count}, change.user_id)
 
-    def author(self, message) -> str | None:
-        return self.user_id or message.user_id
+    def author(self, message) -> str:
+        """The user this connection joined as; MessageError before join, or when the
+        message names someone else (userIds are claims, so only the join decides)."""
+        if self.user_id is None:
+            raise MessageError(f"Send join before {message.type}.")
+        if message.user_id is not None and message.user_id != self.user_id:
+            raise MessageError("userId is not the user this connection joined as.")
+        return self.user_id
 
     async def on_code_update(self, message):
+        author = self.author(message)
         update = messages.parse_code_update(message.data)
         change = CodeChange(
             code=update.code,
             changes=update.changes,
             base_version=update.version,
-            user_id=self.author(message),
+            user_id=author,
             seq=update.seq,
+            connection_version=self.welcome_version,
         )
         get_writer().submit(Submission(self.session_id, change, self.channel_name))
 
     async def on_cursor_position(self, message):
-        cursor = messages.parse_cursor(message.data)
         author = self.author(message)
+        cursor = messages.parse_cursor(message.data)
         await self.broadcast("cursor-position", cursor, author)
-        if self.user_id is not None:
-            self.cursor_pending = cursor
-            if self.cursor_task is None or self.cursor_task.done():
-                self.cursor_task = asyncio.ensure_future(self.store_cursor_later())
+        self.cursor_pending = cursor
+        if self.cursor_task is None or self.cursor_task.done():
+            self.cursor_task = asyncio.ensure_future(self.store_cursor_later())
 
     async def store_cursor_later(self):
         await asyncio.sleep(settings.CURSOR_STORE_INTERVAL_SECONDS)
@@ -254,11 +267,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
             )
 
     async def on_language_change(self, message):
+        author = self.author(message)
         language = messages.parse_language(message.data)
         await database_sync_to_async(session_update)(
             session_id=self.session_id,
             language=language,
-            user_id=self.author(message),
+            user_id=author,
             exclude_channel=self.channel_name,
         )
 

@@ -53,18 +53,22 @@ def _live(participant: Participant, *, excluding: str | None = None):
 
 
 def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
-    """Record a connection as `user_id`; `changed` when the user was not present before."""
+    """Record a connection as `user_id`; `changed` when the user was not present before.
+
+    A join again (this connection or another of the same user) only updates the name.
+    """
     with transaction.atomic():
         session = session_get(session_id=session_id)
         participant, created = Participant.objects.get_or_create(
             session=session, user_id=user_id, defaults={"name": name}
         )
-        was_present = not created and _live(participant, excluding=channel_name).exists()
+        # This connection counts too: joining twice on one socket is not a new arrival.
+        was_present = not created and _live(participant).exists()
         if not was_present:
             participant.joined_at = timezone.now()
         participant.name = name
         participant.save(update_fields=["name", "joined_at"])
-        # A connection that joins again (another userId) moves to the new participant.
+        # A connection joins once (as one user); joining again refreshes its row.
         ParticipantConnection.objects.update_or_create(
             channel_name=channel_name,
             defaults={"participant": participant, "server_id": SERVER_ID, "seen_at": timezone.now()},

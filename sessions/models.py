@@ -99,6 +99,9 @@ class DocumentOperation(models.Model):
     version = models.PositiveBigIntegerField(help_text="The version this change produced.")
     user_id = models.CharField(max_length=128, null=True, blank=True)
     seq = models.BigIntegerField(null=True, blank=True)
+    # Hash of the request (base version and changes as sent) that made this change, so
+    # that only the same request with the same (user_id, seq) counts as a resend.
+    digest = models.CharField(max_length=32, blank=True, default="")
     changes = models.JSONField()
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -1,7 +1,9 @@
 """Writes to sessions; `code_change_apply` is the one path by which a document changes."""
 
+import functools
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 import threading
@@ -58,6 +60,18 @@ class CodeChange:
     base_version: int | None = None
     user_id: str | None = None
     seq: int | None = None
+    # The version of the document the sending connection started from (its welcome).
+    # An earlier identical request of the same user and seq is this one resent only if
+    # it is at most this version: a connection that was sent the earlier one as a
+    # broadcast (another tab of the user) is asking for a change of its own.
+    connection_version: int | None = None
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """What identifies a request beyond (user_id, seq): its base version and changes as sent."""
+        body = [self.base_version, self.changes] if self.changes is not None else [None, self.code]
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @dataclass
@@ -148,26 +162,30 @@ class _RecentOperations:
         self.max_sessions = sessions
         self.max_versions = versions
         self.entries: OrderedDict[uuid.UUID, dict[int, list]] = OrderedDict()
-        self.seqs: dict[uuid.UUID, dict[str, dict[int, int]]] = {}
+        # session -> user -> seq -> request digest -> version
+        self.seqs: dict[uuid.UUID, dict[str, dict[int, dict[str, int]]]] = {}
         self.edits: dict[tuple, tuple] = {}
         self.lock = threading.Lock()
 
     def add(self, session_id: uuid.UUID, operations: list[tuple]) -> None:
-        """Committed operations as `(version, user_id, seq, changes, at)`."""
+        """Committed operations as `(version, user_id, seq, changes, at, digest)`."""
         with self.lock:
             entry = self.entries.pop(session_id, None) or {}
             seqs = self.seqs.setdefault(session_id, {})
-            for version, user_id, seq, changes, _at in operations:
+            for version, user_id, seq, changes, _at, digest in operations:
                 entry[version] = changes
                 if seq is not None and user_id is not None:
-                    seqs.setdefault(user_id, {})[seq] = version
+                    seqs.setdefault(user_id, {}).setdefault(seq, {})[digest] = version
             if len(entry) > self.max_versions:
                 oldest_kept = sorted(entry)[len(entry) - self.max_versions]
                 for version in [v for v in entry if v < oldest_kept]:
                     del entry[version]
                 for user_seqs in seqs.values():
-                    for seq in [s for s, v in user_seqs.items() if v < oldest_kept]:
-                        del user_seqs[seq]
+                    for seq, requests in list(user_seqs.items()):
+                        for digest in [d for d, v in requests.items() if v < oldest_kept]:
+                            del requests[digest]
+                        if not requests:
+                            del user_seqs[seq]
             self.entries[session_id] = entry
             while len(self.entries) > self.max_sessions:
                 old, _ = self.entries.popitem(last=False)
@@ -184,28 +202,31 @@ class _RecentOperations:
             except KeyError:
                 return None
 
-    def applied_seqs(self, session_id: uuid.UUID, pairs: set, version: int) -> dict:
-        """Which (user_id, seq) pairs the log holds already, asking the database only when
-        the cache cannot tell. Seqs rise per user: a seq above the user's highest cached one
-        is new when the cache holds every version from that one up to `version`."""
-        if not pairs:
+    def applied_seqs(self, session_id: uuid.UUID, requests: set, version: int) -> dict:
+        """Which `(user_id, seq, digest)` requests the log holds already, with their version,
+        asking the database only when the cache cannot tell. Seqs rise per connection: a seq
+        above the user's highest cached one is new when the cache holds every version from
+        that one up to `version` (the common case: one query-free lookup per keystroke)."""
+        if not requests:
             return {}
         found, unsure = {}, set()
         with self.lock:
             entry = self.entries.get(session_id, {})
             seqs = self.seqs.get(session_id, {})
-            for user_id, seq in pairs:
+            for user_id, seq, digest in requests:
                 known = seqs.get(user_id, {})
-                if seq in known:
-                    found[(user_id, seq)] = known[seq]
+                if digest in known.get(seq, ()):
+                    found[(user_id, seq, digest)] = known[seq][digest]
                     continue
                 if known and seq > max(known):
-                    since = known[max(known)]
+                    since = max(known[max(known)].values())
                     if all(v in entry for v in range(since, version + 1)):
                         continue
-                unsure.add((user_id, seq))
+                # Two connections of one user (or an older request the cache let go).
+                unsure.add((user_id, seq, digest))
         if unsure:
-            found.update(store.applied_seqs(session_id, unsure))
+            stored = store.applied_seqs(session_id, {(user_id, seq) for user_id, seq, _ in unsure})
+            found.update({request: stored[request] for request in unsure if request in stored})
         return found
 
     def last_edit(self, session_id: uuid.UUID, user_id):
@@ -248,7 +269,9 @@ class _Document:
         self.new_ops: list[tuple] = []
         self.edits: list[tuple[str | None, object]] = []
         self.applied_seqs = _recent_operations.applied_seqs(
-            session_id, {(c.user_id, c.seq) for c in changes if c.seq is not None and c.user_id is not None}, version
+            session_id,
+            {(c.user_id, c.seq, c.digest) for c in changes if c.seq is not None and c.user_id is not None},
+            version,
         )
 
     def _log_since(self, base: int) -> list:
@@ -293,9 +316,15 @@ class _Document:
         deleted meanwhile), so every accepted delta is acknowledged with its own version
         and every client counts the same versions. An unchanged full text takes none.
         """
-        key = (change.user_id, change.seq)
-        if key in self.applied_seqs:
-            return CodeChangeResult(self.session_id, self.applied_seqs[key], self.code, [], change.user_id, True)
+        key = None
+        if change.seq is not None and change.user_id is not None:
+            # (user_id, seq) alone is a claim anyone can make, and two tabs of one user both
+            # count from 1: only the same request is a resend, and never one this
+            # connection was sent as another's change (see CodeChange.connection_version).
+            key = (change.user_id, change.seq, change.digest)
+            earlier = self.applied_seqs.get(key)
+            if earlier is not None and (change.connection_version is None or earlier <= change.connection_version):
+                return CodeChangeResult(self.session_id, earlier, self.code, [], change.user_id, True)
         try:
             changes = self._rebase(change)
             new_code = document.apply(self.code, changes) if changes else self.code
@@ -312,8 +341,8 @@ class _Document:
         self.version += 1
         if changes:
             self.modified_at = now
-        self.new_ops.append((self.version, change.user_id, change.seq, changes, now))
-        if change.seq is not None and change.user_id is not None:
+        self.new_ops.append((self.version, change.user_id, change.seq, changes, now, key[2] if key else ""))
+        if key is not None:
             self.applied_seqs[key] = self.version
         self.edits.append((change.user_id, now))
         return CodeChangeResult(self.session_id, self.version, new_code, changes, change.user_id, new_version=True)

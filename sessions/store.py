@@ -35,27 +35,30 @@ def lock_document(session_id: uuid.UUID, now: datetime) -> tuple[str, int] | Non
         return cursor.fetchone()
 
 
-def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """Which of these (user_id, seq) pairs are already in the operation log, with their version."""
-    found = {}
+def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tuple[str, int, str], int]:
+    """The requests of these (user_id, seq) pairs already in the operation log: for each
+    `(user_id, seq, digest)`, the newest version it made."""
+    found: dict[tuple[str, int, str], int] = {}
     users = sorted({user for user, _ in pairs})
     seqs = sorted({seq for _, seq in pairs})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT user_id, seq, version FROM {_table(DocumentOperation)} WHERE session_id = %s"
+            f"SELECT user_id, seq, digest, version FROM {_table(DocumentOperation)} WHERE session_id = %s"
             f" AND user_id IN ({', '.join(['%s'] * len(users))}) AND seq IN ({', '.join(['%s'] * len(seqs))})",
             [_pk(session_id), *users, *seqs],
         )
-        for user_id, seq, version in cursor.fetchall():
+        for user_id, seq, digest, version in cursor.fetchall():
             if (user_id, seq) in pairs:
-                found[(user_id, seq)] = version
+                key = (user_id, seq, digest)
+                found[key] = max(version, found.get(key, version))
     return found
 
 
 def save_document(
     session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime | None, operations: list
 ) -> None:
-    """Store the new text and version and append the operations `(version, user_id, seq, changes, at)`."""
+    """Store the new text and version and append the operations
+    `(version, user_id, seq, changes, at, digest)`."""
     changes_field = DocumentOperation._meta.get_field("changes")
     pk = _pk(session_id)
     with connection.cursor() as cursor:
@@ -69,11 +72,11 @@ def save_document(
                 [code, version, _when(modified_at), pk],
             )
         cursor.executemany(
-            f"INSERT INTO {_table(DocumentOperation)} (session_id, version, user_id, seq, changes, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
+            f"INSERT INTO {_table(DocumentOperation)} (session_id, version, user_id, seq, digest, changes, created_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
             [
-                (pk, v, user_id, seq, changes_field.get_db_prep_value(changes, connection), _when(at))
-                for v, user_id, seq, changes, at in operations
+                (pk, v, user_id, seq, digest, changes_field.get_db_prep_value(changes, connection), _when(at))
+                for v, user_id, seq, changes, at, digest in operations
             ],
         )
 

@@ -298,6 +298,7 @@ class TestEditing:
         session = await new_session()
         await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀b")
         ws = await open_socket(session.id)
+        await join(ws, "u")
         version = ws.welcome["data"]["version"]
         await ws.send_json_to(
             {"type": "code-update", "data": {"changes": [{"from": 2, "to": 3, "insert": "c"}], "version": version}}
@@ -321,6 +322,7 @@ class TestEditing:
         session = await new_session()
         await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀abc")
         ws = await open_socket(session.id)
+        await join(ws, "u")
         version = ws.welcome["data"]["version"]
         await ws.send_json_to({"type": "code-update", "data": {"changes": changes, "version": version}})
         assert await error_code(ws) == "INVALID_MESSAGE"
@@ -357,6 +359,7 @@ class TestEditing:
         settings.OT_MAX_REBASE_VERSIONS = 2
         session = await new_session()
         ws = await open_socket(session.id)
+        await join(ws, "u")
         for i in range(3):
             await database_sync_to_async(snapshot_create)(session_id=session.id, code=f"v{i}")
         await ws.send_json_to(

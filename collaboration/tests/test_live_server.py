@@ -45,6 +45,7 @@ async def test_two_users_edit_through_daphne(live_server_process):
         update = await next_of(b, "code-update")
         assert update["data"]["code"] == code
         version = update["data"]["version"]
+        await b.send(json.dumps({"type": "join", "userId": "bob", "data": {"name": "Bob"}}))
         delta = [{"from": 0, "to": 0, "insert": "😀"}]
         await b.send(json.dumps({"type": "code-update", "data": {"changes": delta, "version": version}}))
         assert (await next_of(b, "code-ack"))["data"]["version"] == version + 1
@@ -54,7 +55,7 @@ async def test_two_users_edit_through_daphne(live_server_process):
         assert (await next_of(a, "code-update"))["data"]["code"] == "saved"
         assert (await next_of(b, "code-update"))["data"]["code"] == "saved"
         body = await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{session['sessionId']}")
-        assert body["activeParticipants"] == 1
+        assert body["activeParticipants"] == 2
 
 
 async def test_foreign_origin_is_refused_by_the_real_server(live_server_process):

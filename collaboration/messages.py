@@ -11,6 +11,10 @@ from sessions.models import Language
 CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
 MAX_CHANGES = 10_000
 MAX_USER_ID = 128
+# Every integer of the protocol (seq, version, from/to, line/column, numbers in a
+# selection) is one a browser holds exactly: 0 to Number.MAX_SAFE_INTEGER. Beyond, it
+# would also overflow a 64-bit database column.
+MAX_INT = 2**53 - 1
 
 
 class MessageError(ValueError):
@@ -47,10 +51,39 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _in_range(value: Any) -> bool:
+    """An integer from 0 to MAX_INT."""
+    return _is_int(value) and 0 <= value <= MAX_INT
+
+
+def _refuse_constant(name: str):
+    # Python reads NaN and Infinity, which JSON has not: echoed to other clients, they
+    # would break those clients' JSON.parse.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def _exact_numbers(value: Any) -> bool:
+    """Whether every integer inside `value` lies within +-MAX_INT (a JavaScript number holds it)."""
+    if _is_int(value):
+        return -MAX_INT <= value <= MAX_INT
+    if isinstance(value, dict):
+        return all(_exact_numbers(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_exact_numbers(item) for item in value)
+    return True
+
+
 def parse(text: str) -> Inbound:
     """A frame as `{type, userId?, timestamp?, data?}`, else MessageError."""
     try:
-        message = json.loads(text)
+        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise MessageError("Message is not valid JSON.") from exc
     if not isinstance(message, dict):
@@ -86,16 +119,18 @@ def parse_code_update(data: dict) -> CodeUpdate:
     """Full text (`code`, no or empty `changes`) or a delta (`changes` against `version`)."""
     changes = data.get("changes")
     seq = data.get("seq")
-    if seq is not None and not _is_int(seq):
-        raise MessageError("seq must be an integer.")
+    if seq is not None and not _in_range(seq):
+        raise MessageError(f"seq must be an integer from 0 to {MAX_INT}.")
     if changes is not None and not isinstance(changes, list):
         raise MessageError("changes must be a list.")
     if changes:
         version = data.get("version")
-        if not _is_int(version) or version < 0:
-            raise MessageError("A delta code-update needs the integer version it is based on.")
+        if not _in_range(version):
+            raise MessageError(f"A delta code-update needs the version it is based on, an integer from 0 to {MAX_INT}.")
         if len(changes) > MAX_CHANGES:
             raise MessageError(f"At most {MAX_CHANGES} changes per message.")
+        for index, change in enumerate(changes):
+            _check_change(index, change)
         return CodeUpdate(None, changes, version, seq)
     code = data.get("code")
     if not isinstance(code, str):
@@ -103,10 +138,22 @@ def parse_code_update(data: dict) -> CodeUpdate:
     return CodeUpdate(code, None, None, seq)
 
 
+def _check_change(index: int, change: Any) -> None:
+    """The shape of one change spec; whether it fits the document is the document's to say."""
+    if not isinstance(change, dict):
+        raise MessageError(f"change {index} is not an object.")
+    for key in ("from", "to"):
+        # `to` may be left out (CodeMirror's default: `from`).
+        if (key == "from" or key in change) and not _in_range(change.get(key)):
+            raise MessageError(f"change {index}: {key} must be an integer from 0 to {MAX_INT}.")
+    if not isinstance(change.get("insert", ""), str):
+        raise MessageError(f"change {index}: insert must be a string.")
+
+
 def parse_cursor(data: dict) -> dict:
     line, column = data.get("line"), data.get("column")
-    if not (_is_int(line) and _is_int(column)) or line < 0 or column < 0:
-        raise MessageError("cursor-position needs non-negative integer line and column.")
+    if not (_in_range(line) and _in_range(column)):
+        raise MessageError(f"cursor-position needs line and column, integers from 0 to {MAX_INT}.")
     cursor = {"line": line, "column": column}
     if "selection" in data:
         selection = data["selection"]
@@ -115,6 +162,12 @@ def parse_cursor(data: dict) -> dict:
         dumped = json.dumps(selection, ensure_ascii=False)
         if len(dumped) > 2048:
             raise MessageError("selection is too large.")
+        try:
+            exact = _exact_numbers(selection)
+        except RecursionError:
+            exact = False
+        if not exact:
+            raise MessageError(f"selection numbers must lie within -{MAX_INT} and {MAX_INT}.")
         if not _storable(dumped):
             raise MessageError("selection holds text that cannot be stored (NUL or a lone surrogate).")
         cursor["selection"] = selection

@@ -68,9 +68,17 @@ class CodeChange:
 
     @functools.cached_property
     def digest(self) -> str:
-        """What identifies a request beyond (user_id, seq): its base version and changes as sent."""
-        body = [self.base_version, self.changes] if self.changes is not None else [None, self.code]
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        """What identifies a request beyond (user_id, seq): its base version and changes as sent
+        (what of them the server reads: from, to, insert)."""
+        try:
+            if self.changes is None:
+                body = [None, self.code]
+            else:
+                body = [self.base_version, [[c.get(k) for k in ("from", "to", "insert")] for c in self.changes]]
+            text = json.dumps(body, separators=(",", ":"))
+        except (TypeError, ValueError, AttributeError):
+            # Not a request the document would accept anyway; it matches nothing.
+            return uuid.uuid4().hex
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -5,7 +5,14 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from sessions.models import DocumentOperation
-from sessions.services import CodeChange, code_change_apply, session_cache_forget, session_create, snapshot_create
+from sessions.services import (
+    CodeChange,
+    InvalidChange,
+    code_change_apply,
+    session_cache_forget,
+    session_create,
+    snapshot_create,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -82,3 +89,10 @@ def test_a_rising_seq_needs_no_query_to_tell_it_is_new(session, apply):
     with CaptureQueriesContext(connection) as queries:
         apply(insert(0, "b", 2, seq=2))
     assert not [q for q in queries.captured_queries if "seq IN" in q["sql"]]
+
+
+@pytest.mark.parametrize("changes", ["nope", [5], {"from": 0}, [{"from": 0, "insert": object()}]])
+def test_a_malformed_request_with_a_seq_is_refused_not_crashed(session, apply, changes):
+    """The digest of a request the document refuses never raises: the change is InvalidChange."""
+    with pytest.raises(InvalidChange):
+        apply(CodeChange(changes=changes, base_version=1, user_id="u", seq=1))

@@ -73,7 +73,11 @@ class ChangeType(models.TextChoices):
 
 
 class HistoryEntry(models.Model):
-    """A readable line of what happened in a session (edits are coalesced per burst)."""
+    """A readable line of what happened in a session (edits are coalesced per burst).
+
+    An `edit` entry's timestamp is its burst's latest change, so history reads in
+    timestamp order; any other entry of the session ends the bursts before it.
+    """
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="history")
     timestamp = models.DateTimeField(default=timezone.now)
@@ -84,8 +88,11 @@ class HistoryEntry(models.Model):
     count = models.PositiveIntegerField(default=1, help_text="Changes coalesced into this entry.")
 
     class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["session", "-id"])]
+        ordering = ["timestamp", "id"]
+        indexes = [
+            models.Index(fields=["session", "-id"]),
+            models.Index(fields=["session", "-timestamp", "-id"], name="history_session_newest"),
+        ]
         verbose_name_plural = "history entries"
 
     def __str__(self):

@@ -51,7 +51,8 @@ def participant_active_count(*, session: InterviewSession) -> int:
 
 
 def history_recent(*, session: InterviewSession, limit: int) -> list[HistoryEntry]:
-    """The newest `limit` history entries, oldest first."""
-    newest = list(session.history.order_by("-id")[:limit])
+    """The newest `limit` history entries, oldest first (by timestamp: an `edit` entry's is
+    its burst's latest change)."""
+    newest = list(session.history.order_by("-timestamp", "-id")[:limit])
     newest.reverse()
     return newest

@@ -365,6 +365,12 @@ def _record_edits(session_id: uuid.UUID, edits: list) -> None:
 
 def _write_burst(session_id: uuid.UUID, user_id: str | None, burst: list) -> None:
     entry_id, when, count, added = burst
+    if entry_id is not None and not store.edit_entry_extend(
+        entry_id, session_id=session_id, added=added, timestamp=when, description=_edit_description(count)
+    ):
+        # Another kind of entry came after the burst's entry: these changes start a new one.
+        entry_id, count = None, added
+        burst[0], burst[2] = None, count
     if entry_id is None:
         entry_id = HistoryEntry.objects.create(
             session_id=session_id,
@@ -375,8 +381,6 @@ def _write_burst(session_id: uuid.UUID, user_id: str | None, burst: list) -> Non
             description=_edit_description(count),
         ).id
         burst[0] = entry_id
-    else:
-        store.edit_entry_extend(entry_id, added=added, timestamp=when, description=_edit_description(count))
     burst[3] = 0
     known = (entry_id, when, count)
     transaction.on_commit(lambda: _recent_operations.set_last_edit(session_id, user_id, known))
@@ -466,16 +470,27 @@ def session_update(
     user_id: str | None = None,
     exclude_channel: str | None = None,
 ) -> InterviewSession:
-    """Change a session's language and/or title; a new language is announced after commit
-    to every connection but `exclude_channel` (the one that asked)."""
+    """Change a session's language and/or title, each recorded in history if it changed; a new
+    language is announced after commit to every connection but `exclude_channel` (the one
+    that asked). The WebSocket protocol has no title message, so a title is not announced."""
     with transaction.atomic():
         session = session_lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id, exclude_channel)
         if set_title and title != session.title:
-            session.title = title
+            previous, session.title = session.title, title
             session.save(update_fields=["title"])
+            HistoryEntry.objects.create(
+                session=session,
+                user_id=user_id,
+                change_type=ChangeType.TITLE_CHANGE,
+                description=f"Changed the title from {_quoted(previous)} to {_quoted(title)}",
+            )
     return session
+
+
+def _quoted(title: str | None) -> str:
+    return f'"{title}"' if title else "none"
 
 
 def snapshot_create(*, session_id, code: str, language: str | None = None, user_id: str | None = None) -> CodeSnapshot:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from django.db import connection
 
-from sessions.models import DocumentOperation, HistoryEntry, InterviewSession
+from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession
 
 
 def _table(model) -> str:
@@ -78,10 +78,18 @@ def save_document(
         )
 
 
-def edit_entry_extend(entry_id: int, *, added: int, timestamp: datetime, description: str) -> None:
-    """Count more changes into an `edit` history entry."""
+def edit_entry_extend(
+    entry_id: int, *, session_id: uuid.UUID, added: int, timestamp: datetime, description: str
+) -> bool:
+    """Count more changes into an `edit` history entry and move its timestamp to the latest,
+    unless an entry of another kind (snapshot, run, language or title change) was recorded
+    in the session after it: that ends the burst. Whether the entry was extended."""
+    table = _table(HistoryEntry)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(HistoryEntry)} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s",
-            [added, _when(timestamp), description, entry_id],
+            f"UPDATE {table} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s"
+            f" AND NOT EXISTS (SELECT 1 FROM {table} later WHERE later.session_id = %s AND later.id > %s"
+            " AND later.change_type <> %s)",
+            [added, _when(timestamp), description, entry_id, _pk(session_id), entry_id, ChangeType.EDIT.value],
         )
+        return cursor.rowcount == 1

@@ -1,0 +1,152 @@
+"""History: bursts of edits, their order, what ends them, and what a history answer holds."""
+
+import uuid
+
+import pytest
+
+from execution import runner
+from execution.services import execution_record
+from sessions.services import CodeChange, code_change_apply, session_cache_forget, snapshot_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _long_bursts(settings):
+    """Every edit of a test falls in one coalescing window, however slow the machine."""
+    settings.HISTORY_COALESCE_SECONDS = 3600
+
+
+def type_text(session_id, user_id: str, text: str) -> None:
+    """One full-text change, as the existing client sends on a keystroke."""
+    code_change_apply(session_id=session_id, change=CodeChange(code=text, user_id=user_id), notify=False)
+
+
+def history(api, sid, limit: int = 100) -> list[dict]:
+    response = api.get(f"/api/sessions/{sid}/history?limit={limit}")
+    assert response.status_code == 200, response.content
+    return response.json()["history"]
+
+
+def kinds(entries: list[dict]) -> list[tuple]:
+    return [(e["changeType"], e["userId"], e["count"]) for e in entries]
+
+
+class TestBursts:
+    def test_a_snapshot_ends_the_burst_before_it(self, api, make_session):
+        """Edits before and after a snapshot are two edit entries, on either side of it."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        type_text(sid, "alice", "ab")
+        snapshot_create(session_id=sid, code="saved")
+        type_text(sid, "alice", "saved!")
+        assert kinds(history(api, sid)) == [("edit", "alice", 2), ("snapshot", None, 1), ("edit", "alice", 1)]
+
+    def test_a_language_change_ends_the_burst_before_it(self, api, make_session):
+        """A language change (REST) between edits splits the burst."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        assert api.patch(f"/api/sessions/{sid}", {"language": "python"}, format="json").status_code == 200
+        type_text(sid, "alice", "ab")
+        assert [e["changeType"] for e in history(api, sid)] == ["edit", "language-change", "edit"]
+
+    def test_a_title_change_ends_the_burst_before_it(self, api, make_session):
+        """A title change between edits splits the burst."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        assert api.patch(f"/api/sessions/{sid}", {"title": "Two sum"}, format="json").status_code == 200
+        type_text(sid, "alice", "ab")
+        assert [e["changeType"] for e in history(api, sid)] == ["edit", "title-change", "edit"]
+
+    def test_a_run_ends_the_burst_before_it(self, api, make_session):
+        """A run recorded in the session between edits splits the burst."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        result = runner.ExecutionResult(True, "", "", 0, 12, None, "ok")
+        execution_record(session_id=sid, language="python", code="a", result=result)
+        type_text(sid, "alice", "ab")
+        assert [e["changeType"] for e in history(api, sid)] == ["edit", "execution", "edit"]
+
+    def test_the_burst_ends_in_another_process_too(self, api, make_session):
+        """A process that never saw the burst (its cache is empty) still does not extend it over a snapshot."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        snapshot_create(session_id=sid, code="saved")
+        session_cache_forget(session_id=uuid.UUID(sid))
+        type_text(sid, "alice", "saved!")
+        assert kinds(history(api, sid)) == [("edit", "alice", 1), ("snapshot", None, 1), ("edit", "alice", 1)]
+
+    def test_another_users_edits_do_not_end_a_burst(self, api, make_session):
+        """Two people typing at once keep one edit entry each."""
+        sid = make_session()["sessionId"]
+        for text, user in [("a", "alice"), ("ab", "bob"), ("abc", "alice"), ("abcd", "bob"), ("abcde", "alice")]:
+            type_text(sid, user, text)
+        assert sorted(kinds(history(api, sid))) == [("edit", "alice", 3), ("edit", "bob", 2)]
+
+
+class TestOrder:
+    def test_entries_are_in_time_order(self, api, make_session):
+        """An edit entry sits where its latest change is, so timestamps never go back."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        type_text(sid, "bob", "ab")
+        type_text(sid, "alice", "abc")
+        entries = history(api, sid)
+        assert kinds(entries) == [("edit", "bob", 1), ("edit", "alice", 2)]
+        stamps = [e["timestamp"] for e in entries]
+        assert stamps == sorted(stamps)
+
+    def test_limit_1_is_the_latest_entry(self, api, make_session):
+        """limit=1 answers the edit made after the last snapshot, not the snapshot."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        snapshot_create(session_id=sid, code="saved")
+        type_text(sid, "alice", "saved!")
+        assert kinds(history(api, sid, limit=1)) == [("edit", "alice", 1)]
+
+    def test_limit_gives_the_newest_by_time(self, api, make_session):
+        """limit=N gives the N entries with the latest timestamps, oldest first."""
+        sid = make_session()["sessionId"]
+        type_text(sid, "alice", "a")
+        type_text(sid, "bob", "ab")
+        type_text(sid, "carol", "abc")
+        type_text(sid, "alice", "abcd")
+        assert [e["userId"] for e in history(api, sid, limit=2)] == ["carol", "alice"]
+
+
+class TestTitleChange:
+    def test_a_new_title_is_recorded(self, api, make_session):
+        """PATCH with a new title records a title-change entry naming both titles."""
+        sid = make_session(title="Draft")["sessionId"]
+        assert api.patch(f"/api/sessions/{sid}", {"title": "Two sum"}, format="json").status_code == 200
+        (entry,) = history(api, sid)
+        assert entry["changeType"] == "title-change"
+        assert entry["description"] == 'Changed the title from "Draft" to "Two sum"'
+        assert entry["codeSnapshot"] is None
+
+    def test_clearing_the_title_is_recorded(self, api, make_session):
+        """Setting the title to null is a change too."""
+        sid = make_session(title="Draft")["sessionId"]
+        assert api.patch(f"/api/sessions/{sid}", {"title": None}, format="json").status_code == 200
+        assert history(api, sid)[0]["description"] == 'Changed the title from "Draft" to none'
+
+    def test_the_same_title_records_nothing(self, api, make_session):
+        """A PATCH that does not change the title adds no history."""
+        sid = make_session(title="Draft")["sessionId"]
+        assert api.patch(f"/api/sessions/{sid}", {"title": "Draft"}, format="json").status_code == 200
+        assert history(api, sid) == []
+
+    def test_language_and_title_together_record_both(self, api, make_session):
+        """One PATCH changing both records a language-change and a title-change."""
+        sid = make_session()["sessionId"]
+        response = api.patch(f"/api/sessions/{sid}", {"language": "python", "title": "T"}, format="json")
+        assert response.status_code == 200
+        assert [e["changeType"] for e in history(api, sid)] == ["language-change", "title-change"]
+
+    def test_an_invalid_title_records_nothing(self, api, make_session):
+        """A refused PATCH (title too long) changes nothing and records nothing."""
+        sid = make_session(title="Draft")["sessionId"]
+        response = api.patch(f"/api/sessions/{sid}", {"language": "python", "title": "x" * 201}, format="json")
+        assert response.status_code == 400
+        assert history(api, sid) == []
+        assert api.get(f"/api/sessions/{sid}").json()["language"] == "javascript"

@@ -277,6 +277,11 @@ WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=1_048_576)
 # Cursor moves are broadcast at once but stored at most this often per connection.
 CURSOR_STORE_INTERVAL_SECONDS = env.float("CURSOR_STORE_INTERVAL_SECONDS", default=1.0)
 
+# --- Stored and answered sizes ------------------------------------------------------------
+# A history answer is at most this much JSON; older entries' code is left out beyond it.
+HISTORY_MAX_RESPONSE_BYTES = env.int("HISTORY_MAX_RESPONSE_BYTES", default=1_048_576)
+HISTORY_MAX_OFFSET = 1_000_000
+
 # --- Execution ----------------------------------------------------------------------------
 # "bwrap": namespaces through bubblewrap (the default). "unsafe-rlimits-only": an explicit
 # operator choice to run without namespaces (limits only) where bubblewrap cannot work.

@@ -34,6 +34,9 @@ class InterviewSession(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     # SHA-256 of the owner token returned once at creation; the token itself is never kept.
     owner_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # Roughly the bytes its operation log holds, kept up to date as operations are added, so
+    # the log can be trimmed at SESSION_MAX_LOG_BYTES without measuring it on every change.
+    log_bytes = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -135,6 +135,11 @@ def _length_delta(changes: list) -> int:
     return sum(document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for c in changes)
 
 
+def _cached_bytes(changes: list) -> int:
+    """Roughly the memory a cached change list holds: a small dict per change and its text."""
+    return 64 + sum(232 + (len(c["insert"]) if c["insert"].isascii() else 4 * len(c["insert"])) for c in changes)
+
+
 class _RecentOperations:
     """The latest committed change lists per session, so that rebasing a change over what
     was accepted since its base version needs no query in the common case.
@@ -144,34 +149,62 @@ class _RecentOperations:
     filled only after commit.
     """
 
-    def __init__(self, sessions: int = 2000, versions: int = 256):
+    def __init__(self, sessions: int = 2000, versions: int = 256, max_bytes: int | None = None):
         self.max_sessions = sessions
         self.max_versions = versions
+        self.max_bytes = max_bytes  # None: settings.OPERATION_CACHE_MAX_BYTES
         self.entries: OrderedDict[uuid.UUID, dict[int, list]] = OrderedDict()
+        self.sizes: dict[uuid.UUID, int] = {}  # estimated bytes of each session's entry
+        self.total = 0
         self.seqs: dict[uuid.UUID, dict[str, dict[int, int]]] = {}
         self.edits: dict[tuple, tuple] = {}
         self.lock = threading.Lock()
 
     def add(self, session_id: uuid.UUID, operations: list[tuple]) -> None:
-        """Committed operations as `(version, user_id, seq, changes, at)`."""
+        """Committed operations as `(version, user_id, seq, changes, at)`.
+
+        At most `max_versions` per session, `max_sessions` sessions and `max_bytes` in all:
+        the least recently changed sessions go first, then this one's oldest versions."""
+        max_bytes = self.max_bytes if self.max_bytes is not None else settings.OPERATION_CACHE_MAX_BYTES
         with self.lock:
             entry = self.entries.pop(session_id, None) or {}
             seqs = self.seqs.setdefault(session_id, {})
+            added = 0
             for version, user_id, seq, changes, _at in operations:
+                if version in entry:
+                    added -= _cached_bytes(entry[version])
                 entry[version] = changes
+                added += _cached_bytes(changes)
                 if seq is not None and user_id is not None:
                     seqs.setdefault(user_id, {})[seq] = version
-            if len(entry) > self.max_versions:
-                oldest_kept = sorted(entry)[len(entry) - self.max_versions]
-                for version in [v for v in entry if v < oldest_kept]:
-                    del entry[version]
-                for user_seqs in seqs.values():
-                    for seq in [s for s, v in user_seqs.items() if v < oldest_kept]:
-                        del user_seqs[seq]
             self.entries[session_id] = entry
-            while len(self.entries) > self.max_sessions:
+            self.sizes[session_id] = self.sizes.get(session_id, 0) + added
+            self.total += added
+            if len(entry) > self.max_versions:
+                self._drop_below(session_id, sorted(entry)[len(entry) - self.max_versions])
+            while len(self.entries) > self.max_sessions or (self.total > max_bytes and len(self.entries) > 1):
                 old, _ = self.entries.popitem(last=False)
                 self.seqs.pop(old, None)
+                self.total -= self.sizes.pop(old, 0)
+            if self.total > max_bytes:
+                # This session alone is over the budget: keep its newest versions that fit.
+                room, oldest_kept = max_bytes, max(entry) + 1
+                for version in sorted(entry, reverse=True):
+                    room -= _cached_bytes(entry[version])
+                    if room < 0:
+                        break
+                    oldest_kept = version
+                self._drop_below(session_id, oldest_kept)
+
+    def _drop_below(self, session_id: uuid.UUID, oldest_kept: int) -> None:
+        entry = self.entries[session_id]
+        for version in [v for v in entry if v < oldest_kept]:
+            freed = _cached_bytes(entry.pop(version))
+            self.sizes[session_id] -= freed
+            self.total -= freed
+        for user_seqs in self.seqs.get(session_id, {}).values():
+            for seq in [s for s, v in user_seqs.items() if v < oldest_kept]:
+                del user_seqs[seq]
 
     def since(self, session_id: uuid.UUID, base: int, current: int) -> list | None:
         """The change lists of versions base+1..current, or None if any is missing."""
@@ -221,6 +254,7 @@ class _RecentOperations:
     def forget(self, session_id: uuid.UUID) -> None:
         with self.lock:
             self.entries.pop(session_id, None)
+            self.total -= self.sizes.pop(session_id, 0)
             self.seqs.pop(session_id, None)
             for key in [k for k in self.edits if k[0] == session_id]:
                 del self.edits[key]

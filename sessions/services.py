@@ -514,12 +514,13 @@ def session_update(
         if set_title and title != session.title:
             previous, session.title = session.title, title
             session.save(update_fields=["title"])
-            HistoryEntry.objects.create(
-                session=session,
-                user_id=user_id,
-                change_type=ChangeType.TITLE_CHANGE,
-                description=f"Changed the title from {_quoted(previous)} to {_quoted(title)}",
-            )
+            if (previous or "") != (title or ""):  # null and "" both read as no title
+                HistoryEntry.objects.create(
+                    session=session,
+                    user_id=user_id,
+                    change_type=ChangeType.TITLE_CHANGE,
+                    description=f"Changed the title from {_quoted(previous)} to {_quoted(title)}",
+                )
     return session
 
 

@@ -141,6 +141,12 @@ class TestTitleChange:
         assert api.patch(f"/api/sessions/{sid}", {"title": "Draft"}, format="json").status_code == 200
         assert history(api, sid) == []
 
+    def test_null_and_empty_titles_are_the_same(self, api, make_session):
+        """Replacing no title (null) with an empty one records nothing: both read as no title."""
+        sid = make_session()["sessionId"]
+        assert api.patch(f"/api/sessions/{sid}", {"title": ""}, format="json").status_code == 200
+        assert history(api, sid) == []
+
     def test_language_and_title_together_record_both(self, api, make_session):
         """One PATCH changing both records a language-change and a title-change."""
         sid = make_session()["sessionId"]

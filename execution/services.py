@@ -4,11 +4,12 @@ import asyncio
 import weakref
 
 from django.conf import settings
+from django.db import transaction
 
 from execution import runner
 from sessions import events
 from sessions.models import ChangeType, HistoryEntry
-from sessions.selectors import session_get
+from sessions.services import session_lock
 
 
 def sandbox_config() -> runner.SandboxConfig:
@@ -55,15 +56,19 @@ async def execution_run(*, language: str, code: str, stdin: str, timeout_s: floa
 
 
 def execution_record(*, session_id, language: str, code: str, result: runner.ExecutionResult) -> None:
-    """Record a run in its session's history and send it to the session's clients."""
-    session = session_get(session_id=session_id)
+    """Record a run in its session's history and send it to the session's clients.
+
+    The session is locked while the entry is written, as edits lock it, so the run lands
+    between two batches of edits and ends the bursts of typing before it."""
     outcome = "succeeded" if result.success else (result.error or result.status)
-    HistoryEntry.objects.create(
-        session=session,
-        change_type=ChangeType.EXECUTION,
-        description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"[:500],
-        code_snapshot=code,
-    )
+    with transaction.atomic():
+        session = session_lock(session_id)
+        HistoryEntry.objects.create(
+            session=session,
+            change_type=ChangeType.EXECUTION,
+            description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"[:500],
+            code_snapshot=code,
+        )
     message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
     events.publish(session.id, events.group_event(message))
 

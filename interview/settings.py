@@ -114,6 +114,19 @@ TEMPLATES = [
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "interview.asgi.application"
 
+# --- Stored and answered sizes ------------------------------------------------------------
+# A history answer is at most this much JSON; older entries' code is left out beyond it.
+HISTORY_MAX_RESPONSE_BYTES = env.int("HISTORY_MAX_RESPONSE_BYTES", default=1_048_576)
+HISTORY_MAX_OFFSET = 1_000_000
+# A session's operation log (the changes kept for rebasing late deltas) past this many bytes
+# loses its oldest operations down to half of it; a delta based on them must resync. A
+# two-hour interview of keystrokes is about 1 MB.
+SESSION_MAX_LOG_BYTES = env.int("SESSION_MAX_LOG_BYTES", default=16 * 1_048_576)
+# This process's cache of recent operations (an estimate of their memory).
+OPERATION_CACHE_MAX_BYTES = env.int("OPERATION_CACHE_MAX_BYTES", default=64 * 1_048_576)
+# The SQLite write-ahead log file is cut back to this size once checkpointed.
+SQLITE_JOURNAL_SIZE_LIMIT = env.int("SQLITE_JOURNAL_SIZE_LIMIT", default=16 * 1_048_576)
+
 # --- Database -------------------------------------------------------------------------
 DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
@@ -131,7 +144,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         {
             "timeout": env.float("SQLITE_BUSY_TIMEOUT", default=30.0),
             "transaction_mode": "IMMEDIATE",
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+            f" PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT};",
         }
     )
     _db.setdefault("TEST", {})

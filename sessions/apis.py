@@ -1,5 +1,6 @@
 """Thin REST views over the session services and selectors."""
 
+from django.conf import settings
 from django.contrib.auth import get_user
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
@@ -62,6 +63,13 @@ class SessionViewSet(viewsets.ViewSet):
 
     lookup_value_regex = "[^/]+"
     throttle_scopes = {"create": "session_create", "code": "code_save"}
+
+    def dispatch(self, request, *args, **kwargs):
+        response = super().dispatch(request, *args, **kwargs)
+        # drf-spectacular's schema class of each action keeps the last view instance (DRF's
+        # schema descriptor sets `view` on it): the view must not keep its answer alive.
+        self.response = self.request = None
+        return response
 
     def get_throttles(self):
         if self.action == "code" and self.request.method != "POST":
@@ -171,7 +179,10 @@ class SessionViewSet(viewsets.ViewSet):
     @extend_schema(
         tags=["collaboration"],
         summary="What happened in the session",
-        description="The newest `limit` entries, oldest first. Edits are coalesced per user and burst of typing.",
+        description="The newest `limit` entries, oldest first (in timestamp order). Edits are coalesced "
+        "per user and burst of typing; an edit entry's timestamp is its latest change. The answer is at "
+        "most HISTORY_MAX_RESPONSE_BYTES of JSON: the newest entries keep their code while it fits, older "
+        "ones come with `codeSnapshot: null` and `codeSnapshotOmitted: true`; `offset` pages back to them.",
         parameters=[SESSION_ID, serializers.HistoryQuerySerializer],
         responses={200: serializers.HistoryListSerializer},
     )
@@ -180,5 +191,13 @@ class SessionViewSet(viewsets.ViewSet):
         session = selectors.session_get(session_id=pk)
         query = serializers.HistoryQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        entries = selectors.history_recent(session=session, limit=query.validated_data["limit"])
-        return Response(serializers.HistoryListSerializer({"sessionId": session.id, "history": entries}).data)
+        entries = selectors.history_recent(
+            session=session, limit=query.validated_data["limit"], offset=query.validated_data["offset"]
+        )
+        answer = serializers.history_answer(
+            session_id=session.id,
+            entries=entries,
+            max_bytes=settings.HISTORY_MAX_RESPONSE_BYTES,
+            load_codes=lambda ids: selectors.history_codes(entry_ids=ids),
+        )
+        return Response(answer)

@@ -34,6 +34,9 @@ class InterviewSession(models.Model):
     expires_at = models.DateTimeField(db_index=True)
     # SHA-256 of the owner token returned once at creation; the token itself is never kept.
     owner_token_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # Roughly the bytes its operation log holds, kept up to date as operations are added, so
+    # the log can be trimmed at SESSION_MAX_LOG_BYTES without measuring it on every change.
+    log_bytes = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -73,7 +76,11 @@ class ChangeType(models.TextChoices):
 
 
 class HistoryEntry(models.Model):
-    """A readable line of what happened in a session (edits are coalesced per burst)."""
+    """A readable line of what happened in a session (edits are coalesced per burst).
+
+    An `edit` entry's timestamp is its burst's latest change, so history reads in
+    timestamp order; any other entry of the session ends the bursts before it.
+    """
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="history")
     timestamp = models.DateTimeField(default=timezone.now)
@@ -84,8 +91,11 @@ class HistoryEntry(models.Model):
     count = models.PositiveIntegerField(default=1, help_text="Changes coalesced into this entry.")
 
     class Meta:
-        ordering = ["id"]
-        indexes = [models.Index(fields=["session", "-id"])]
+        ordering = ["timestamp", "id"]
+        indexes = [
+            models.Index(fields=["session", "-id"]),
+            models.Index(fields=["session", "-timestamp", "-id"], name="history_session_newest"),
+        ]
         verbose_name_plural = "history entries"
 
     def __str__(self):

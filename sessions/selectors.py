@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Func, IntegerField
 from django.utils import timezone
 
 from interview.errors import SessionNotFound
@@ -50,8 +51,32 @@ def participant_active_count(*, session: InterviewSession) -> int:
     return _active(session).count()
 
 
-def history_recent(*, session: InterviewSession, limit: int) -> list[HistoryEntry]:
-    """The newest `limit` history entries, oldest first."""
-    newest = list(session.history.order_by("-id")[:limit])
+class _Utf8Bytes(Func):
+    """The UTF-8 size of a text column, computed by the database without sending the text."""
+
+    function = "OCTET_LENGTH"
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra_context)
+
+
+def history_recent(*, session: InterviewSession, limit: int, offset: int = 0) -> list[HistoryEntry]:
+    """The newest `limit` history entries after skipping the `offset` newest, oldest first (by
+    timestamp: an `edit` entry's is its burst's latest change), without their code:
+    `code_bytes` is its UTF-8 size (None when the entry has none), and `history_codes`
+    fetches the codes worth sending."""
+    newest = list(
+        session.history.defer("code_snapshot")
+        .annotate(code_bytes=_Utf8Bytes("code_snapshot"))
+        .order_by("-timestamp", "-id")[offset : offset + limit]
+    )
     newest.reverse()
     return newest
+
+
+def history_codes(*, entry_ids: list[int]) -> dict[int, str]:
+    """The code carried by each of these history entries."""
+    if not entry_ids:
+        return {}
+    return dict(HistoryEntry.objects.filter(pk__in=entry_ids).values_list("pk", "code_snapshot"))

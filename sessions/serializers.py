@@ -3,6 +3,7 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
 
 from sessions.models import Language
 
@@ -186,13 +187,58 @@ class HistoryEntrySerializer(serializers.Serializer):
         source="change_type", help_text="edit, language-change, snapshot, execution, title-change."
     )
     description = serializers.CharField()
-    codeSnapshot = serializers.CharField(source="code_snapshot", allow_null=True)
+    codeSnapshot = serializers.CharField(
+        source="code_snapshot",
+        allow_null=True,
+        help_text="The code a snapshot saved or a run ran; null for other entries, and for older "
+        "entries whose code would take the answer past its size bound (see codeSnapshotOmitted).",
+    )
     count = serializers.IntegerField(help_text="How many changes this entry stands for.")
+    codeSnapshotOmitted = serializers.BooleanField(
+        source="code_omitted",
+        default=False,
+        help_text="True when the entry has code that this answer leaves out (codeSnapshot is null) "
+        "to stay under HISTORY_MAX_RESPONSE_BYTES; the newest entries keep theirs. Page with "
+        "`offset` (and a small `limit`) to get an older entry's code.",
+    )
 
 
 class HistoryListSerializer(serializers.Serializer):
     sessionId = serializers.UUIDField()
     history = HistoryEntrySerializer(many=True)
+
+
+def _json_size(value) -> int:
+    return len(JSONRenderer().render(value))
+
+
+def history_answer(*, session_id, entries: list, max_bytes: int, load_codes) -> dict:
+    """The history answer, at most `max_bytes` of JSON: the newest entries keep their code
+    while it fits, older ones get `codeSnapshot: null` and `codeSnapshotOmitted: true`.
+
+    `entries` come without their code but with its UTF-8 size (`code_bytes`), so only
+    the codes that can fit are loaded (`load_codes(ids) -> {id: code}`), never all.
+    """
+    for entry in entries:
+        entry.code_snapshot = None
+        entry.code_omitted = False
+    data = HistoryListSerializer({"sessionId": session_id, "history": entries}).data
+    # Each code sent replaces a `null` (4 bytes); its JSON is at least its UTF-8 size plus quotes.
+    room = max_bytes - _json_size(data)
+    candidates, estimate = [], room
+    for entry in reversed(entries):
+        if entry.code_bytes is not None and entry.code_bytes - 2 <= estimate:
+            candidates.append(entry)
+            estimate -= entry.code_bytes - 2
+    codes = load_codes([entry.pk for entry in candidates])
+    for entry in candidates:
+        cost = _json_size(codes[entry.pk]) - 4
+        if cost <= room:
+            entry.code_snapshot = codes[entry.pk]
+            room -= cost
+    for entry in entries:
+        entry.code_omitted = entry.code_bytes is not None and entry.code_snapshot is None
+    return HistoryListSerializer({"sessionId": session_id, "history": entries}).data
 
 
 class QueryIntegerField(serializers.IntegerField):
@@ -209,4 +255,12 @@ class HistoryQuerySerializer(serializers.Serializer):
         max_value=settings.HISTORY_MAX_LIMIT,
         default=settings.HISTORY_DEFAULT_LIMIT,
         help_text="How many of the newest entries (1 to 100, default 50).",
+    )
+    offset = QueryIntegerField(
+        required=False,
+        min_value=0,
+        max_value=settings.HISTORY_MAX_OFFSET,
+        default=0,
+        help_text="Beyond the contract: skip this many of the newest entries first (default 0), "
+        "to page back through history, e.g. to reach an older entry's code.",
     )

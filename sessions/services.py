@@ -157,6 +157,11 @@ def _length_delta(changes: list) -> int:
     return sum(document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for c in changes)
 
 
+def _cached_bytes(changes: list) -> int:
+    """Roughly the memory a cached change list holds: a small dict per change and its text."""
+    return 64 + sum(232 + (len(c["insert"]) if c["insert"].isascii() else 4 * len(c["insert"])) for c in changes)
+
+
 class _RecentOperations:
     """The latest committed change lists per session, so that rebasing a change over what
     was accepted since its base version needs no query in the common case.
@@ -166,38 +171,66 @@ class _RecentOperations:
     filled only after commit.
     """
 
-    def __init__(self, sessions: int = 2000, versions: int = 256):
+    def __init__(self, sessions: int = 2000, versions: int = 256, max_bytes: int | None = None):
         self.max_sessions = sessions
         self.max_versions = versions
+        self.max_bytes = max_bytes  # None: settings.OPERATION_CACHE_MAX_BYTES
         self.entries: OrderedDict[uuid.UUID, dict[int, list]] = OrderedDict()
+        self.sizes: dict[uuid.UUID, int] = {}  # estimated bytes of each session's entry
+        self.total = 0
         # session -> user -> seq -> request digest -> version
         self.seqs: dict[uuid.UUID, dict[str, dict[int, dict[str, int]]]] = {}
         self.edits: dict[tuple, tuple] = {}
         self.lock = threading.Lock()
 
     def add(self, session_id: uuid.UUID, operations: list[tuple]) -> None:
-        """Committed operations as `(version, user_id, seq, changes, at, digest)`."""
+        """Committed operations as `(version, user_id, seq, changes, at, digest)`.
+
+        At most `max_versions` per session, `max_sessions` sessions and `max_bytes` in all:
+        the least recently changed sessions go first, then this one's oldest versions."""
+        max_bytes = self.max_bytes if self.max_bytes is not None else settings.OPERATION_CACHE_MAX_BYTES
         with self.lock:
             entry = self.entries.pop(session_id, None) or {}
             seqs = self.seqs.setdefault(session_id, {})
+            added = 0
             for version, user_id, seq, changes, _at, digest in operations:
+                if version in entry:
+                    added -= _cached_bytes(entry[version])
                 entry[version] = changes
+                added += _cached_bytes(changes)
                 if seq is not None and user_id is not None:
                     seqs.setdefault(user_id, {}).setdefault(seq, {})[digest] = version
-            if len(entry) > self.max_versions:
-                oldest_kept = sorted(entry)[len(entry) - self.max_versions]
-                for version in [v for v in entry if v < oldest_kept]:
-                    del entry[version]
-                for user_seqs in seqs.values():
-                    for seq, requests in list(user_seqs.items()):
-                        for digest in [d for d, v in requests.items() if v < oldest_kept]:
-                            del requests[digest]
-                        if not requests:
-                            del user_seqs[seq]
             self.entries[session_id] = entry
-            while len(self.entries) > self.max_sessions:
+            self.sizes[session_id] = self.sizes.get(session_id, 0) + added
+            self.total += added
+            if len(entry) > self.max_versions:
+                self._drop_below(session_id, sorted(entry)[len(entry) - self.max_versions])
+            while len(self.entries) > self.max_sessions or (self.total > max_bytes and len(self.entries) > 1):
                 old, _ = self.entries.popitem(last=False)
                 self.seqs.pop(old, None)
+                self.total -= self.sizes.pop(old, 0)
+            if self.total > max_bytes:
+                # This session alone is over the budget: keep its newest versions that fit.
+                room, oldest_kept = max_bytes, max(entry) + 1
+                for version in sorted(entry, reverse=True):
+                    room -= _cached_bytes(entry[version])
+                    if room < 0:
+                        break
+                    oldest_kept = version
+                self._drop_below(session_id, oldest_kept)
+
+    def _drop_below(self, session_id: uuid.UUID, oldest_kept: int) -> None:
+        entry = self.entries[session_id]
+        for version in [v for v in entry if v < oldest_kept]:
+            freed = _cached_bytes(entry.pop(version))
+            self.sizes[session_id] -= freed
+            self.total -= freed
+        for user_seqs in self.seqs.get(session_id, {}).values():
+            for seq, requests in list(user_seqs.items()):
+                for digest in [d for d, v in requests.items() if v < oldest_kept]:
+                    del requests[digest]
+                if not requests:
+                    del user_seqs[seq]
 
     def since(self, session_id: uuid.UUID, base: int, current: int) -> list | None:
         """The change lists of versions base+1..current, or None if any is missing."""
@@ -250,6 +283,7 @@ class _RecentOperations:
     def forget(self, session_id: uuid.UUID) -> None:
         with self.lock:
             self.entries.pop(session_id, None)
+            self.total -= self.sizes.pop(session_id, 0)
             self.seqs.pop(session_id, None)
             for key in [k for k in self.edits if k[0] == session_id]:
                 del self.edits[key]
@@ -404,6 +438,12 @@ def _record_edits(session_id: uuid.UUID, edits: list) -> None:
 
 def _write_burst(session_id: uuid.UUID, user_id: str | None, burst: list) -> None:
     entry_id, when, count, added = burst
+    if entry_id is not None and not store.edit_entry_extend(
+        entry_id, session_id=session_id, added=added, timestamp=when, description=_edit_description(count)
+    ):
+        # Another kind of entry came after the burst's entry: these changes start a new one.
+        entry_id, count = None, added
+        burst[0], burst[2] = None, count
     if entry_id is None:
         entry_id = HistoryEntry.objects.create(
             session_id=session_id,
@@ -414,8 +454,6 @@ def _write_burst(session_id: uuid.UUID, user_id: str | None, burst: list) -> Non
             description=_edit_description(count),
         ).id
         burst[0] = entry_id
-    else:
-        store.edit_entry_extend(entry_id, added=added, timestamp=when, description=_edit_description(count))
     burst[3] = 0
     known = (entry_id, when, count)
     transaction.on_commit(lambda: _recent_operations.set_last_edit(session_id, user_id, known))
@@ -505,16 +543,28 @@ def session_update(
     user_id: str | None = None,
     exclude_channel: str | None = None,
 ) -> InterviewSession:
-    """Change a session's language and/or title; a new language is announced after commit
-    to every connection but `exclude_channel` (the one that asked)."""
+    """Change a session's language and/or title, each recorded in history if it changed; a new
+    language is announced after commit to every connection but `exclude_channel` (the one
+    that asked). The WebSocket protocol has no title message, so a title is not announced."""
     with transaction.atomic():
         session = session_lock(session_id)
         if language is not None:
             language_change_locked(session, language, user_id, exclude_channel)
         if set_title and title != session.title:
-            session.title = title
+            previous, session.title = session.title, title
             session.save(update_fields=["title"])
+            if (previous or "") != (title or ""):  # null and "" both read as no title
+                HistoryEntry.objects.create(
+                    session=session,
+                    user_id=user_id,
+                    change_type=ChangeType.TITLE_CHANGE,
+                    description=f"Changed the title from {_quoted(previous)} to {_quoted(title)}",
+                )
     return session
+
+
+def _quoted(title: str | None) -> str:
+    return f'"{title}"' if title else "none"
 
 
 def snapshot_create(*, session_id, code: str, language: str | None = None, user_id: str | None = None) -> CodeSnapshot:

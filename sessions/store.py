@@ -4,12 +4,17 @@ Everything else goes through the ORM; here the ORM's per-query cost (building an
 compiling a query, making model instances) was most of the time of each keystroke.
 """
 
+import json
+import logging
 import uuid
 from datetime import datetime
 
+from django.conf import settings
 from django.db import connection
 
-from sessions.models import DocumentOperation, HistoryEntry, InterviewSession
+from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession
+
+logger = logging.getLogger(__name__)
 
 
 def _table(model) -> str:
@@ -54,37 +59,94 @@ def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tup
     return found
 
 
+# What an operation's row costs beyond its changes' JSON: the other columns, the index entries.
+OPERATION_ROW_BYTES = 64
+
+
+def _operation_bytes(prepared, changes: list) -> int:
+    # SQLite stores the JSON text as prepared (ASCII: non-ASCII characters are escaped).
+    text = prepared if isinstance(prepared, str) else json.dumps(changes)
+    return OPERATION_ROW_BYTES + len(text)
+
+
 def save_document(
     session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime | None, operations: list
 ) -> None:
     """Store the new text and version and append the operations
-    `(version, user_id, seq, changes, at, digest)`."""
+    `(version, user_id, seq, changes, at, digest)`; a log that grows past
+    SESSION_MAX_LOG_BYTES loses its oldest operations (`operations_trim`)."""
     changes_field = DocumentOperation._meta.get_field("changes")
     pk = _pk(session_id)
+    rows = []
+    added = 0
+    for v, user_id, seq, changes, at, digest in operations:
+        prepared = changes_field.get_db_prep_value(changes, connection)
+        added += _operation_bytes(prepared, changes)
+        rows.append((pk, v, user_id, seq, digest, prepared, _when(at)))
+    table = _table(InterviewSession)
+    assignments, params = "code = %s, version = %s, log_bytes = log_bytes + %s", [code, version, added]
+    if modified_at is not None:
+        assignments += ", code_modified_at = %s"
+        params.append(_when(modified_at))
+    # Databases that return columns from INSERT (SQLite 3.35+, PostgreSQL) do from UPDATE too.
+    returning = connection.features.can_return_columns_from_insert
     with connection.cursor() as cursor:
-        if modified_at is None:
-            cursor.execute(
-                f"UPDATE {_table(InterviewSession)} SET code = %s, version = %s WHERE id = %s", [code, version, pk]
-            )
-        else:
-            cursor.execute(
-                f"UPDATE {_table(InterviewSession)} SET code = %s, version = %s, code_modified_at = %s WHERE id = %s",
-                [code, version, _when(modified_at), pk],
-            )
+        suffix = " RETURNING log_bytes" if returning else ""
+        cursor.execute(f"UPDATE {table} SET {assignments} WHERE id = %s{suffix}", [*params, pk])
+        if not returning:
+            cursor.execute(f"SELECT log_bytes FROM {table} WHERE id = %s", [pk])
+        (log_bytes,) = cursor.fetchone()
         cursor.executemany(
             f"INSERT INTO {_table(DocumentOperation)} (session_id, version, user_id, seq, digest, changes, created_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            [
-                (pk, v, user_id, seq, digest, changes_field.get_db_prep_value(changes, connection), _when(at))
-                for v, user_id, seq, changes, at, digest in operations
-            ],
+            rows,
         )
+    if log_bytes > settings.SESSION_MAX_LOG_BYTES:
+        operations_trim(session_id, keep_bytes=settings.SESSION_MAX_LOG_BYTES // 2)
 
 
-def edit_entry_extend(entry_id: int, *, added: int, timestamp: datetime, description: str) -> None:
-    """Count more changes into an `edit` history entry."""
+def _stored_json_bytes(column: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"OCTET_LENGTH({column}::text)"
+    return f"LENGTH({column})"
+
+
+def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
+    """Delete a session's oldest operations so that at most `keep_bytes` of them remain, and
+    set its byte count to what remains (measured, so an estimate never drifts). Returns the
+    newest version deleted, or 0. A delta based before it then gets RESYNC_REQUIRED."""
+    ops, pk = _table(DocumentOperation), _pk(session_id)
+    size = f"{_stored_json_bytes('changes')} + {OPERATION_ROW_BYTES}"
+    with connection.cursor() as cursor:
+        # From the newest operation back, the running total of bytes: the oldest ones past
+        # `keep_bytes` go, the newest ones within it stay.
+        cursor.execute(
+            "SELECT MAX(CASE WHEN newer > %s THEN version END), MAX(CASE WHEN newer <= %s THEN newer END)"
+            f" FROM (SELECT version, SUM({size}) OVER (ORDER BY version DESC) AS newer"
+            f" FROM {ops} WHERE session_id = %s) AS log",
+            [keep_bytes, keep_bytes, pk],
+        )
+        cut, kept = cursor.fetchone()
+        if cut is not None:
+            cursor.execute(f"DELETE FROM {ops} WHERE session_id = %s AND version <= %s", [pk, cut])
+        cursor.execute(f"UPDATE {_table(InterviewSession)} SET log_bytes = %s WHERE id = %s", [kept or 0, pk])
+    if cut is not None:
+        logger.info("Trimmed the operation log of session %s up to version %s (%s bytes kept)", session_id, cut, kept)
+    return cut or 0
+
+
+def edit_entry_extend(
+    entry_id: int, *, session_id: uuid.UUID, added: int, timestamp: datetime, description: str
+) -> bool:
+    """Count more changes into an `edit` history entry and move its timestamp to the latest,
+    unless an entry of another kind (snapshot, run, language or title change) was recorded
+    in the session after it: that ends the burst. Whether the entry was extended."""
+    table = _table(HistoryEntry)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_table(HistoryEntry)} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s",
-            [added, _when(timestamp), description, entry_id],
+            f"UPDATE {table} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s"
+            f" AND NOT EXISTS (SELECT 1 FROM {table} later WHERE later.session_id = %s AND later.id > %s"
+            " AND later.change_type <> %s)",
+            [added, _when(timestamp), description, entry_id, _pk(session_id), entry_id, ChangeType.EDIT.value],
         )
+        return cursor.rowcount == 1

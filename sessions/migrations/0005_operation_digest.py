@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('interview_sessions', '0002_owner_token'),
+        ('interview_sessions', '0004_session_log_bytes'),
     ]
 
     operations = [

@@ -108,7 +108,9 @@ class TestOperationCacheBound:
         cache = _RecentOperations(max_bytes=1_000_000)
         sessions = [uuid.uuid4() for _ in range(50)]
         for sid in sessions:
-            cache.add(sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "y" * 100_000}], None, f"d{v}") for v in range(1, 4)])
+            cache.add(
+                sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "y" * 100_000}], None, f"d{v}") for v in range(1, 4)]
+            )
             assert cache.total <= 1_000_000
         assert cache.since(sessions[-1], 0, 3) is not None
         assert cache.since(sessions[0], 0, 3) is None
@@ -118,7 +120,9 @@ class TestOperationCacheBound:
         """A session whose recent changes alone pass the budget keeps the newest that fit."""
         cache = _RecentOperations(max_bytes=1_000_000)
         sid = uuid.uuid4()
-        cache.add(sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "z" * 300_000}], None, f"d{v}") for v in range(1, 11)])
+        cache.add(
+            sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "z" * 300_000}], None, f"d{v}") for v in range(1, 11)]
+        )
         assert cache.total <= 1_000_000
         assert sorted(cache.entries[sid]) == [8, 9, 10]
         assert cache.since(sid, 7, 10) is not None

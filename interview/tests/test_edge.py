@@ -307,3 +307,25 @@ async def test_consumer_counts_the_limit_in_utf8_bytes(new_session, settings):
     await ws.send_to(text_data=ping_of(1000, "é"))
     assert (await ws.receive_json_from(timeout=30))["type"] == "pong"
     await ws.disconnect(timeout=30)
+
+
+# --- The test database is what users run --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_tests_run_on_a_sqlite_file_in_wal_with_the_production_options():
+    """A file of this test process in WAL, with the busy timeout and BEGIN IMMEDIATE, never shared-cache memory."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("DATABASE_URL names another database")
+    name = connection.settings_dict["NAME"]
+    assert "mode=memory" not in str(name) and name != ":memory:"
+    assert str(name).endswith(f"interview-test-{os.getpid()}.sqlite3")
+    assert os.path.isfile(name)
+    options = connection.settings_dict["OPTIONS"]
+    assert options["transaction_mode"] == "IMMEDIATE"
+    assert options["timeout"] > 0
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"

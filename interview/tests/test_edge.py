@@ -329,3 +329,32 @@ def test_tests_run_on_a_sqlite_file_in_wal_with_the_production_options():
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_is_not_refused_while_another_connection_writes():
+    """Readers run beside an open write transaction, as in production (shared-cache memory refused them at once)."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from sessions.models import InterviewSession
+    from sessions.services import session_create
+
+    session = session_create()
+    outcome = {}
+
+    def read():
+        try:
+            outcome["count"] = InterviewSession.objects.count()
+        except Exception as exc:  # reported by the assertion below
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    with transaction.atomic():
+        InterviewSession.objects.filter(pk=session.id).update(title="being written")
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(60)
+    assert outcome == {"count": 1}

@@ -8,6 +8,7 @@ running for 5 s in /api/execute would stall every other request.
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from interview.errors import error_response
@@ -49,7 +50,13 @@ class BodySizeLimitMiddleware(_DualMode):
                 return error_response(400, "BAD_REQUEST", "Invalid Content-Length header.")
             if length > limit:
                 return _too_large(limit)
-        # Without a length (chunked), BodyLengthMiddleware below has set one before Django.
+        elif request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # No length given (chunked): under daphne BodyLengthMiddleware has set one already;
+            # elsewhere, reading the body enforces the same limit.
+            try:
+                request.body  # noqa: B018
+            except RequestDataTooBig:
+                return _too_large(limit)
         return None
 
 

@@ -86,7 +86,7 @@ class RunningServer:
             timeout=120,
         )
 
-    def start(self, timeout: float = 30.0) -> "RunningServer":
+    def start(self, timeout: float = 90.0) -> "RunningServer":  # a safety net: a loaded machine starts slowly
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life

@@ -1,6 +1,58 @@
 """Fixtures shared by every app's tests."""
 
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
 import pytest
+
+# The test database file of each test process (settings: DATABASES TEST NAME).
+_TEST_DB = re.compile(r"^interview-test-(\d+)\.sqlite3")
+
+
+def _remove_database_files(name: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(name + suffix)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_databases_of_dead_runs() -> None:
+    """A killed run leaves its file (and WAL) behind; a later run clears them."""
+    for path in Path(tempfile.gettempdir()).glob("interview-test-*.sqlite3*"):
+        match = _TEST_DB.match(path.name)
+        if match and not _process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Start each run on a fresh SQLite file: no leftover database, WAL or shared memory."""
+    from django.conf import settings
+
+    names = [
+        db["TEST"]["NAME"]
+        for db in settings.DATABASES.values()
+        if db["ENGINE"] == "django.db.backends.sqlite3" and db.get("TEST", {}).get("NAME")
+    ]
+    _remove_databases_of_dead_runs()
+    for name in names:
+        _remove_database_files(name)
+    yield
+    for name in names:
+        _remove_database_files(name)
 
 
 @pytest.fixture
@@ -51,13 +103,12 @@ def new_session(transactional_db):
 @pytest.fixture
 def open_socket():
     """Open a WebSocket (Channels' communicator on the real ASGI app) and read its welcome."""
-    from channels.testing import WebsocketCommunicator
-
     from interview.asgi import application
+    from interview.testing import PatientCommunicator
 
     async def open_(session_id, *, origin: str | None = None, welcome: bool = True):
         headers = [(b"origin", origin.encode())] if origin else []
-        communicator = WebsocketCommunicator(application, f"/ws/sessions/{session_id}", headers=headers)
+        communicator = PatientCommunicator(application, f"/ws/sessions/{session_id}", headers=headers)
         connected, code = await communicator.connect()
         communicator.connected = connected
         communicator.close_code = code

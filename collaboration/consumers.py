@@ -189,7 +189,12 @@ class SessionConsumer(AsyncWebsocketConsumer):
         if text_data is None:
             await self.send_error("INVALID_MESSAGE", "Binary frames are not supported; send JSON text.")
             return
-        if len(text_data) > settings.WS_MAX_MESSAGE_BYTES:
+        # UTF-8 bytes, as the frame came on the wire; encoding is needed only when the
+        # character count (at most 4 bytes each) cannot tell alone.
+        limit = settings.WS_MAX_MESSAGE_BYTES
+        if len(text_data) > limit or (
+            len(text_data) * 4 > limit and len(text_data.encode("utf-8", "surrogatepass")) > limit
+        ):
             await self.send_error(
                 "INVALID_MESSAGE", f"Message over the limit of {settings.WS_MAX_MESSAGE_BYTES} bytes."
             )

@@ -10,10 +10,13 @@ django_asgi_app = get_asgi_application()
 
 from collaboration.origins import OriginValidator  # noqa: E402
 from collaboration.routing import websocket_urlpatterns  # noqa: E402
+from interview.middleware import BodyLengthMiddleware, ForwardedClientMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
-    }
+application = ForwardedClientMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": BodyLengthMiddleware(django_asgi_app),
+            "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
+        }
+    )
 )

@@ -1,4 +1,5 @@
-"""Request-level guards and static files, usable from sync and async views alike.
+"""Request-level guards and static files, usable from sync and async views alike, and the
+ASGI wrappers that fix what reaches Django: the client address and bodies without a length.
 
 Every middleware here works in both modes: a sync-only middleware in an ASGI stack makes
 Django run the async views behind it through the one shared sync thread, so a program
@@ -50,7 +51,8 @@ class BodySizeLimitMiddleware(_DualMode):
             if length > limit:
                 return _too_large(limit)
         elif request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            # No length given (chunked): reading the body enforces the same limit.
+            # No length given (chunked): under daphne BodyLengthMiddleware has set one already;
+            # elsewhere, reading the body enforces the same limit.
             try:
                 request.body  # noqa: B018
             except RequestDataTooBig:
@@ -73,3 +75,79 @@ class StaticFilesMiddleware(_DualMode, WhiteNoiseMiddleware):
         path = request.path_info
         static_file = self.find_file(path) if self.autorefresh else self.files.get(path)
         return self.serve(static_file, request) if static_file is not None else None
+
+
+# --- ASGI wrappers --------------------------------------------------------------------------
+
+
+def forwarded_client(x_forwarded_for: str, num_proxies: int) -> str | None:
+    """The address the outermost of `num_proxies` proxies saw, as DRF's throttles read it.
+
+    Each proxy appends the address it received from, so the entry `num_proxies` from the end
+    is the client as the first trusted proxy saw it; everything left of it is client-written.
+    """
+    hops = [hop.strip() for hop in x_forwarded_for.split(",") if hop.strip()]
+    if num_proxies <= 0 or not hops:
+        return None
+    return hops[-min(num_proxies, len(hops))]
+
+
+class ForwardedClientMiddleware:
+    """Set `scope["client"]` (REMOTE_ADDR, the WebSocket's peer) from X-Forwarded-For, but
+    only behind NUM_PROXIES > 0 proxies and only from the hops they added."""
+
+    def __init__(self, application):
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        num_proxies = settings.NUM_PROXIES
+        if num_proxies > 0 and scope["type"] in ("http", "websocket"):
+            values = [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"]
+            address = forwarded_client(",".join(values), num_proxies)
+            if address is not None:
+                scope = {**scope, "client": [address, 0]}
+        return await self.application(scope, receive, send)
+
+
+class BodyLengthMiddleware:
+    """Give a body sent without Content-Length (`Transfer-Encoding: chunked`) its length.
+
+    daphne decodes the chunks and passes the body on, and Django would read it, but DRF's
+    request takes a missing CONTENT_LENGTH for "no body": a view would silently see `{}`.
+    The body is read here up to MAX_REQUEST_BODY_BYTES (one byte more tells it is over, and
+    then BodySizeLimitMiddleware answers 413 from the length, the rest never read).
+    """
+
+    def __init__(self, application):
+        self.application = application
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not _needs_length(scope["headers"]):
+            return await self.application(scope, receive, send)
+        limit = settings.MAX_REQUEST_BODY_BYTES
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away: nobody to answer
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit or not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        headers = [*scope["headers"], (b"content-length", str(len(body)).encode())]
+        replayed = False
+
+        async def receive_body():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.application({**scope, "headers": headers}, receive_body, send)
+
+
+def _needs_length(headers) -> bool:
+    names = {name for name, _ in headers}
+    return b"transfer-encoding" in names and b"content-length" not in names

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import environ
@@ -148,7 +149,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
             f" PRAGMA journal_size_limit={SQLITE_JOURNAL_SIZE_LIMIT};",
         }
     )
-    _db.setdefault("TEST", {})
+    # Tests run on what users run: a file database with these same options (SQLite's
+    # shared-cache memory database takes table locks that ignore the busy timeout), one
+    # per test process, in the temp directory. conftest.py removes a leftover of a killed run.
+    _db["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"interview-test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channels -------------------------------------------------------------------------
@@ -203,6 +207,12 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
+# Reverse proxies in front of the server. Forwarded headers are trusted only when this is
+# set, and then only the last NUM_PROXIES hops of X-Forwarded-For (never a client's own).
+NUM_PROXIES = env.int("NUM_PROXIES", default=0)
+if NUM_PROXIES < 0:
+    raise ImproperlyConfigured("NUM_PROXIES must be 0 (no proxy in front) or the number of proxies.")
+
 # --- REST framework and OpenAPI --------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -213,8 +223,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "interview.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "interview.schema.AutoSchema",
     "DATETIME_FORMAT": "iso-8601",
-    # Behind a reverse proxy, the client address is the last hop it adds to X-Forwarded-For.
-    "NUM_PROXIES": env.int("NUM_PROXIES", default=0) or None,
+    # The client address for rate limits: the peer itself, or behind NUM_PROXIES proxies the
+    # entry the outermost one added to X-Forwarded-For (0, not None: None trusts the header).
+    "NUM_PROXIES": NUM_PROXIES,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -288,6 +299,11 @@ WS_IDLE_TIMEOUT_SECONDS = env.float("WS_IDLE_TIMEOUT_SECONDS", default=60.0)
 WS_RATE_LIMIT_PER_SECOND = env.float("WS_RATE_LIMIT_PER_SECOND", default=30.0)
 WS_RATE_LIMIT_BURST = env.int("WS_RATE_LIMIT_BURST", default=60)
 WS_MAX_MESSAGE_BYTES = env.int("WS_MAX_MESSAGE_BYTES", default=1_048_576)
+# What daphne reads of one frame at all; above WS_MAX_MESSAGE_BYTES, so a frame between the
+# two is answered INVALID_MESSAGE (the connection stays open) rather than dropped unread.
+WS_MAX_FRAME_BYTES = env.int("WS_MAX_FRAME_BYTES", default=2 * WS_MAX_MESSAGE_BYTES)
+if WS_MAX_FRAME_BYTES <= WS_MAX_MESSAGE_BYTES:
+    raise ImproperlyConfigured("WS_MAX_FRAME_BYTES must be above WS_MAX_MESSAGE_BYTES.")
 # Cursor moves are broadcast at once but stored at most this often per connection.
 CURSOR_STORE_INTERVAL_SECONDS = env.float("CURSOR_STORE_INTERVAL_SECONDS", default=1.0)
 

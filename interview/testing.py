@@ -1,5 +1,7 @@
-"""Test support: start the real server (`manage.py serve`, as `make run` does) on a free port."""
+"""Test support: the real server (`manage.py serve`, as `make run` does) on a free port, and
+waits for events that are safety nets, never deadlines a busy machine can miss."""
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -8,7 +10,36 @@ import time
 import urllib.request
 from pathlib import Path
 
+from channels.testing import WebsocketCommunicator
+
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# How long a test waits for something that should happen: only a bound for a hung test.
+PATIENCE_SECONDS = 15.0
+
+
+class PatientCommunicator(WebsocketCommunicator):
+    """Channels' communicator whose waits are at least PATIENCE_SECONDS.
+
+    Its defaults (1 s to connect, receive or finish after a disconnect) are deadlines a
+    loaded two-core machine misses now and then, and a missed one cancels the consumer.
+    """
+
+    async def receive_output(self, timeout=1):  # noqa: ASYNC109 - asgiref's signature
+        return await super().receive_output(max(timeout, PATIENCE_SECONDS))
+
+    async def wait(self, timeout=1):  # noqa: ASYNC109 - asgiref's signature
+        return await super().wait(max(timeout, PATIENCE_SECONDS))
+
+
+async def eventually(read, expected, timeout: float = PATIENCE_SECONDS):  # noqa: ASYNC109 - a safety net
+    """Await `read()` until it returns `expected` (a write done by a background task), or TimeoutError."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = await read()
+            if value == expected:
+                return value
+            await asyncio.sleep(0.02)  # the database has no change notification to wait on
 
 
 def free_port() -> int:
@@ -55,7 +86,7 @@ class RunningServer:
             timeout=120,
         )
 
-    def start(self, timeout: float = 30.0) -> "RunningServer":
+    def start(self, timeout: float = 90.0) -> "RunningServer":  # a safety net: a loaded machine starts slowly
         self.manage("migrate", "--noinput")
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life

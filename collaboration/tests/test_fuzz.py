@@ -5,11 +5,11 @@ import json
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interview.asgi import application
+from interview.testing import PatientCommunicator
 from sessions.models import InterviewSession
 from sessions.services import session_create, snapshot_create
 
@@ -96,7 +96,7 @@ def test_random_frames_are_answered_and_change_nothing_invalid(fuzz_session, bat
     """Every frame gets a proper answer; invalid ones change nothing; the connection stays usable."""
 
     async def drive():
-        communicator = WebsocketCommunicator(application, f"/ws/sessions/{fuzz_session.id}")
+        communicator = PatientCommunicator(application, f"/ws/sessions/{fuzz_session.id}")
         connected, _ = await communicator.connect()
         assert connected
         welcome = await communicator.receive_json_from()

@@ -1,12 +1,25 @@
 """The in-memory channel layer: cheap fan-out that never drops a message silently."""
 
-import asyncio
 import logging
+import time
 
 import pytest
 from channels.exceptions import ChannelFull
 
 from collaboration.layers import FastInMemoryChannelLayer
+
+
+def move_clock_a_minute_on(monkeypatch):
+    """The layer's clock a minute ahead, so its messages have expired without waiting."""
+
+    class Later:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def time():
+            return time.time() + 60
+
+    monkeypatch.setattr("collaboration.layers.time", Later)
 
 
 class TestFastInMemoryChannelLayer:
@@ -34,24 +47,24 @@ class TestFastInMemoryChannelLayer:
         with pytest.raises(ChannelFull):
             await layer.send(name, {"type": "m"})
 
-    async def test_expired_messages_are_counted_and_logged(self, caplog):
+    async def test_expired_messages_are_counted_and_logged(self, caplog, monkeypatch):
         """Messages left unread past the expiry are dropped with a warning, not silently."""
         layer = FastInMemoryChannelLayer(expiry=0.05)
         name = await layer.new_channel()
         await layer.group_add("g", name)
         await layer.send(name, {"type": "m"})
-        await asyncio.sleep(0.1)
+        move_clock_a_minute_on(monkeypatch)
         with caplog.at_level(logging.WARNING, logger="collaboration.layers"):
             layer._clean_expired()
         assert layer.dropped == 1
         assert "expired" in caplog.text
 
-    async def test_leftovers_of_a_closed_connection_expire_quietly(self, caplog):
+    async def test_leftovers_of_a_closed_connection_expire_quietly(self, caplog, monkeypatch):
         """Messages to a channel that left its groups are discarded without counting as lost."""
         layer = FastInMemoryChannelLayer(expiry=0.05)
         name = await layer.new_channel()
         await layer.send(name, {"type": "m"})
-        await asyncio.sleep(0.1)
+        move_clock_a_minute_on(monkeypatch)
         with caplog.at_level(logging.WARNING, logger="collaboration.layers"):
             layer._clean_expired()
         assert layer.dropped == 0

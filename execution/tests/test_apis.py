@@ -9,6 +9,7 @@ from django.test import AsyncClient
 
 from collaboration.tests.helpers import close_all
 from execution import runner, services
+from interview.testing import PATIENCE_SECONDS
 from sessions.models import ChangeType, HistoryEntry
 from sessions.services import session_create
 
@@ -17,6 +18,16 @@ pytestmark = pytest.mark.django_db(transaction=True)
 needs_sandbox = pytest.mark.skipif(
     not runner.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
 )
+
+
+async def until_running():
+    """Wait until a run holds a slot of this event loop's pool (it reached the sandbox)."""
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while True:
+            current = services._pools.get(asyncio.get_running_loop())
+            if current is not None and current.active:
+                return
+            await asyncio.sleep(0.01)  # the pool has no event to wait on
 
 
 async def execute(body, client=None):
@@ -90,7 +101,7 @@ class TestExecute:
         await asyncio.to_thread(services.sandbox_report)  # the first call detects toolchains
         client = AsyncClient()
         slow = asyncio.ensure_future(execute({"code": "import time; time.sleep(3)", "language": "python"}))
-        await asyncio.sleep(0.5)
+        await until_running()
         started = asyncio.get_running_loop().time()
         response = await client.get("/health")
         assert response.status_code == 200
@@ -144,7 +155,7 @@ async def test_a_full_queue_answers_429(settings):
     client = AsyncClient()
     try:
         first = asyncio.ensure_future(execute({"code": "import time; time.sleep(2)", "language": "python"}))
-        await asyncio.sleep(0.3)
+        await until_running()
         response = await client.post(
             "/api/execute", json.dumps({"code": "print(1)", "language": "python"}), content_type="application/json"
         )

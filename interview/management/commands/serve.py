@@ -32,7 +32,14 @@ class Command(BaseCommand):
                 host,
                 "--port",
                 str(port),
-                "--proxy-headers",
+                # No --proxy-headers: daphne would take the client-written first entry of
+                # X-Forwarded-For as the peer. ForwardedClientMiddleware trusts NUM_PROXIES hops.
+                # Frames are read up to WS_MAX_FRAME_BYTES, so one over WS_MAX_MESSAGE_BYTES
+                # reaches the consumer and is answered INVALID_MESSAGE instead of cut off.
+                "--websocket-max-message-size",
+                str(settings.WS_MAX_FRAME_BYTES),
+                "--websocket-max-frame-size",
+                str(settings.WS_MAX_FRAME_BYTES),
                 settings.ASGI_APPLICATION.replace(".application", ":application"),
             ]
         )

@@ -9,7 +9,6 @@ from django.conf import settings
 from sessions.models import Language
 
 CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
-MAX_CHANGES = 10_000
 MAX_USER_ID = 128
 
 
@@ -94,8 +93,10 @@ def parse_code_update(data: dict) -> CodeUpdate:
         version = data.get("version")
         if not _is_int(version) or version < 0:
             raise MessageError("A delta code-update needs the integer version it is based on.")
-        if len(changes) > MAX_CHANGES:
-            raise MessageError(f"At most {MAX_CHANGES} changes per message.")
+        if len(changes) > settings.WS_MAX_CHANGES:
+            raise MessageError(
+                f"At most {settings.WS_MAX_CHANGES} changes per message; send the full text (data.code) instead."
+            )
         return CodeUpdate(None, changes, version, seq)
     code = data.get("code")
     if not isinstance(code, str):

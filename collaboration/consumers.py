@@ -1,6 +1,7 @@
 """The WebSocket protocol of a session: a thin adapter from frames to services and back."""
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -29,6 +30,8 @@ CLOSE_SESSION_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
 # How long a later version may wait for an earlier one before the client must resync.
 GAP_TIMEOUT_SECONDS = 3.0
+# Messages a connection's loop holds before it stops taking more from the client and its channel.
+INBOX_SIZE = 64
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -41,7 +44,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
         self.base_send = functools.partial(self.send_to_client, send)
-        self.inbox = inbox = asyncio.Queue()
+        # Bounded, so that a consumer held up (by the database, say) stops taking from its
+        # channel and the layer's per-channel limits apply, instead of this queue growing.
+        self.inbox = inbox = asyncio.Queue(maxsize=INBOX_SIZE)
         self.gone = False
         self.cleaned_up = False
         connection_opened(self.channel_name)
@@ -49,11 +54,11 @@ class SessionConsumer(AsyncWebsocketConsumer):
         async def pump(source):
             try:
                 while True:
-                    inbox.put_nowait(await source())
+                    await inbox.put(await source())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                inbox.put_nowait(exc)
+                await inbox.put(exc)
 
         pumps = [
             asyncio.ensure_future(pump(receive)),
@@ -65,6 +70,8 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 if isinstance(message, Exception):
                     raise message
                 await self.dispatch(message)
+                if self.gone:
+                    break
         except StopConsumer:
             pass
         finally:
@@ -88,7 +95,9 @@ class SessionConsumer(AsyncWebsocketConsumer):
             logger.info("Send on %s failed (%s); treating the connection as closed", self.channel_name, exc)
             self.gone = True
             self.closed = True
-            self.inbox.put_nowait(StopConsumer())
+            # Wakes the loop if it is waiting; a full inbox will wake it anyway.
+            with contextlib.suppress(asyncio.QueueFull):
+                self.inbox.put_nowait(StopConsumer())
 
     async def dispatch(self, message):
         # Channels >= 4.2 hops to the sync thread before every handler to close stale

@@ -270,12 +270,12 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
             answer.set()
             await attacking
             reader.cancel()
-    assert answered["invalid"] >= 1  # the 10,000-change message: over WS_MAX_CHANGES
-    assert answered["resync"] >= 1  # 1,000 changes 300 versions back: over OT_MAX_REBASE_WORK
-    # The costly deltas the bounds let through were being applied while the victim typed.
-    assert served >= 10
     busy.sort()
     p99 = busy[int(len(busy) * 0.99) - 1]
     print(f"victim ack: quiet median {statistics.median(quiet) * 1000:.1f} ms, under attack p99 {p99 * 1000:.1f} ms,")
     print(f"slowest {[round(b * 1000) for b in busy[-5:]]} ms; attacker: {served} costly deltas applied meanwhile")
     assert p99 < 0.1
+    assert answered["invalid"] >= 1  # the 10,000-change message: over WS_MAX_CHANGES
+    assert answered["resync"] >= 1  # 1,000 changes 300 versions back: over OT_MAX_REBASE_WORK
+    # The costly deltas the bounds let through were being applied while the victim typed.
+    assert served >= 10

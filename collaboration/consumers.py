@@ -1,6 +1,7 @@
 """The WebSocket protocol of a session: a thin adapter from frames to services and back."""
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from collaboration import messages
 from collaboration.messages import MessageError
-from collaboration.presence import ensure_heartbeat
+from collaboration.presence import connection_closed, connection_opened, ensure_heartbeat
 from collaboration.services import participant_cursor_set, participant_join, participant_leave, welcome_state
 from collaboration.writer import Submission, get_writer
 from interview.errors import SessionNotFound
@@ -29,6 +30,8 @@ CLOSE_SESSION_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
 # How long a later version may wait for an earlier one before the client must resync.
 GAP_TIMEOUT_SECONDS = 3.0
+# Messages a connection's loop holds before it stops taking more from the client and its channel.
+INBOX_SIZE = 64
 
 
 class SessionConsumer(AsyncWebsocketConsumer):
@@ -40,17 +43,22 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
-        self.base_send = send
-        inbox: asyncio.Queue = asyncio.Queue()
+        self.base_send = functools.partial(self.send_to_client, send)
+        # Bounded, so that a consumer held up (by the database, say) stops taking from its
+        # channel and the layer's per-channel limits apply, instead of this queue growing.
+        self.inbox = inbox = asyncio.Queue(maxsize=INBOX_SIZE)
+        self.gone = False
+        self.cleaned_up = False
+        connection_opened(self.channel_name)
 
         async def pump(source):
             try:
                 while True:
-                    inbox.put_nowait(await source())
+                    await inbox.put(await source())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                inbox.put_nowait(exc)
+                await inbox.put(exc)
 
         pumps = [
             asyncio.ensure_future(pump(receive)),
@@ -62,12 +70,34 @@ class SessionConsumer(AsyncWebsocketConsumer):
                 if isinstance(message, Exception):
                     raise message
                 await self.dispatch(message)
+                if self.gone:
+                    break
         except StopConsumer:
             pass
         finally:
             for task in pumps:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            # Whatever ended the loop (a disconnect, a send on a closed socket, an error in a
+            # handler, a cancellation by daphne), the connection's presence goes with it;
+            # shielded, so a second cancellation cannot cut the cleanup short.
+            await asyncio.shield(self.clean_up())
+
+    async def send_to_client(self, send, message):
+        """Send to the socket; a send on a connection already closing ends the consumer."""
+        if self.gone:
+            return
+        try:
+            await send(message)
+        except Exception as exc:
+            # daphne (autobahn) raises "Attempt to send on a closed protocol" when the socket
+            # is closing; its disconnect may never reach us, so this is the end of the connection.
+            logger.info("Send on %s failed (%s); treating the connection as closed", self.channel_name, exc)
+            self.gone = True
+            self.closed = True
+            # Wakes the loop if it is waiting; a full inbox will wake it anyway.
+            with contextlib.suppress(asyncio.QueueFull):
+                self.inbox.put_nowait(StopConsumer())
 
     async def dispatch(self, message):
         # Channels >= 4.2 hops to the sync thread before every handler to close stale
@@ -127,17 +157,33 @@ class SessionConsumer(AsyncWebsocketConsumer):
         self.expiry_timer = loop.call_later(max(expires_in, 0), self.expire)
 
     async def disconnect(self, code):
+        await self.clean_up()
+
+    async def clean_up(self):
+        """Leave the group and the session's presence, once, however the connection ended."""
+        if self.cleaned_up:
+            return
+        self.cleaned_up = True
         self.closed = True
-        for timer in (self.idle_timer, self.expiry_timer, self.gap_timer):
-            if timer is not None:
-                timer.cancel()
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-        if self.user_id is not None:
-            await self.flush_cursor()
-            change = await database_sync_to_async(participant_leave)(channel_name=self.channel_name)
-            if change is not None and change.changed:
-                await self.broadcast("user-left", {"participantCount": change.participant_count}, change.user_id)
+        try:
+            for timer in (
+                getattr(self, "idle_timer", None),
+                getattr(self, "expiry_timer", None),
+                getattr(self, "gap_timer", None),
+            ):
+                if timer is not None:
+                    timer.cancel()
+            if getattr(self, "group", None) is not None:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            if getattr(self, "user_id", None) is not None:
+                await self.flush_cursor()
+                change = await database_sync_to_async(participant_leave)(channel_name=self.channel_name)
+                if change is not None and change.changed:
+                    await self.broadcast("user-left", {"participantCount": change.participant_count}, change.user_id)
+        except Exception:
+            logger.exception("Could not clean up after connection %s; its presence expires instead", self.channel_name)
+        finally:
+            connection_closed(self.channel_name)
 
     def spawn(self, coro) -> None:
         """Run a coroutine from a timer callback, keeping a reference until it is done."""

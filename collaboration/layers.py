@@ -3,8 +3,9 @@
 Channels' InMemoryChannelLayer scans every channel and group for expired messages,
 deep-copies the message and spawns a task per recipient on every group_send, and
 swallows ChannelFull. Here a send is a put on the recipient's queue, expiry is swept at
-most once a second, messages are shared (the consumers treat them as read-only) and a
-full channel is logged and counted.
+most once a second, messages are shared (the consumers treat them as read-only), a
+channel is full at `capacity` messages or WS_MAX_BUFFERED_BYTES of text, and a full
+channel is logged and counted.
 """
 
 import asyncio
@@ -13,15 +14,27 @@ import time
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
 
 class FastInMemoryChannelLayer(InMemoryChannelLayer):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, max_bytes: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.dropped = 0
         self._next_sweep = 0.0
+        # A channel holds at most `capacity` messages and `max_bytes` of their text (one
+        # message always fits), so a connection that falls behind cannot hold much memory.
+        self.max_bytes = settings.WS_MAX_BUFFERED_BYTES if max_bytes is None else max_bytes
+        self.queued_bytes: dict[str, int] = {}
+
+    def _took(self, channel: str, message: dict) -> None:
+        left = self.queued_bytes.get(channel, 0) - _size(message)
+        if left > 0:
+            self.queued_bytes[channel] = left
+        else:
+            self.queued_bytes.pop(channel, None)
 
     def _clean_expired(self):
         # Channels' sweep drops expired messages without a word; count and log them.
@@ -29,7 +42,7 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         for channel, queue in list(self.channels.items()):
             expired = 0
             while not queue.empty() and queue._queue[0][0] < now:
-                queue.get_nowait()
+                self._took(channel, queue.get_nowait()[1])
                 expired += 1
             if expired:
                 # A channel in no group belongs to a closed connection: its leftovers are no loss.
@@ -56,7 +69,12 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         queue = self.channels.get(channel)
         if queue is None:
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
+        size = _size(message)
+        held = self.queued_bytes.get(channel, 0)
+        if held and held + size > self.max_bytes:
+            raise asyncio.QueueFull
         queue.put_nowait((time.time() + self.expiry, message))
+        self.queued_bytes[channel] = held + size
 
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
@@ -75,6 +93,7 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
             queue = self.channels[channel] = asyncio.Queue(maxsize=self.get_capacity(channel))
         try:
             _, message = await queue.get()
+            self._took(channel, message)
         finally:
             if queue.empty() and self.channels.get(channel) is queue:
                 self.channels.pop(channel, None)
@@ -90,3 +109,9 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
             except asyncio.QueueFull:
                 self.dropped += 1
                 logger.warning("Channel %s is full: a message to group %s was dropped", channel, group)
+
+
+def _size(message: dict) -> int:
+    """What a queued message holds for its connection: the text it carries (str length is O(1))."""
+    text = message.get("text")
+    return len(text) if isinstance(text, str) else 0

@@ -9,7 +9,6 @@ from django.conf import settings
 from sessions.models import Language
 
 CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
-MAX_CHANGES = 10_000
 MAX_USER_ID = 128
 # Every integer of the protocol (seq, version, from/to, line/column, numbers in a
 # selection) is one a browser holds exactly: 0 to Number.MAX_SAFE_INTEGER. Beyond, it
@@ -127,8 +126,10 @@ def parse_code_update(data: dict) -> CodeUpdate:
         version = data.get("version")
         if not _in_range(version):
             raise MessageError(f"A delta code-update needs the version it is based on, an integer from 0 to {MAX_INT}.")
-        if len(changes) > MAX_CHANGES:
-            raise MessageError(f"At most {MAX_CHANGES} changes per message.")
+        if len(changes) > settings.WS_MAX_CHANGES:
+            raise MessageError(
+                f"At most {settings.WS_MAX_CHANGES} changes per message; send the full text (data.code) instead."
+            )
         for index, change in enumerate(changes):
             _check_change(index, change)
         return CodeUpdate(None, changes, version, seq)

@@ -3,6 +3,7 @@
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -98,9 +99,20 @@ def participant_cursor_set(*, session_id, user_id: str, cursor: dict) -> None:
     Participant.objects.filter(session_id=session_id, user_id=user_id).update(cursor_position=cursor)
 
 
-def connections_heartbeat(*, server_id: str = SERVER_ID) -> int:
-    """Keep this process's connections alive and drop those of dead processes."""
+def connections_heartbeat(*, channel_names: Iterable[str], server_id: str = SERVER_ID) -> int:
+    """Keep alive the connections this process knows are open, and drop expired rows.
+
+    Only the names the process holds open are refreshed, not every row carrying its
+    server id: a row whose connection ended without its cleanup (a path nobody thought
+    of) then expires after PRESENCE_TTL_SECONDS like a crashed process's rows.
+    """
     now = timezone.now()
-    refreshed = ParticipantConnection.objects.filter(server_id=server_id).update(seen_at=now)
+    names = sorted(channel_names)
+    refreshed = 0
+    for start in range(0, len(names), 500):  # under every database's parameter limit
+        chunk = names[start : start + 500]
+        refreshed += ParticipantConnection.objects.filter(server_id=server_id, channel_name__in=chunk).update(
+            seen_at=now
+        )
     ParticipantConnection.objects.filter(seen_at__lte=presence_cutoff()).delete()
     return refreshed

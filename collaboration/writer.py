@@ -1,22 +1,38 @@
 """Group commit of document changes: one writer per process and event loop.
 
-Changes from every connection queue here; each round applies all that are waiting in
-one transaction (sessions.services.code_changes_apply), then, in version order, sends
-each change to the session's other connections and its acknowledgement to its author.
-A change is acknowledged and broadcast only after it is committed.
+Changes from every connection queue here, one queue per session; each round applies
+what is waiting in one transaction (sessions.services.code_changes_apply), then, in
+version order, sends each change to the session's other connections and its
+acknowledgement to its author. A change is acknowledged and broadcast only after it is
+committed.
+
+After its first change, a round spends at most WRITER_ROUND_WORK units of rebase work:
+changes beyond are deferred (unchanged) to the next round, and the sessions served in a
+round go to the back of the line. So an expensive change (at most OT_MAX_REBASE_WORK)
+commits in a round of its own, and every other session's changes go in the next round.
 """
 
 import asyncio
 import logging
 import weakref
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 from interview.errors import SessionNotFound
 from sessions import events
-from sessions.services import CodeChange, CodeChangeResult, InvalidChange, ResyncRequired, code_changes_apply
+from sessions.services import (
+    CodeChange,
+    CodeChangeResult,
+    Deferred,
+    InvalidChange,
+    ResyncRequired,
+    code_changes_apply,
+    rebase_work_budget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -30,30 +46,67 @@ class Submission:
     reply_channel: str
 
 
+def _apply_round(submissions: list[tuple[object, CodeChange]]) -> list:
+    with rebase_work_budget(settings.WRITER_ROUND_WORK):
+        return code_changes_apply(submissions=submissions, notify=False)
+
+
 class DocumentWriter:
     def __init__(self):
-        self.queue: asyncio.Queue[Submission] = asyncio.Queue()
+        # Session -> its waiting submissions, in arrival order; the dict's order is whose turn it is.
+        self.pending: OrderedDict[object, deque[Submission]] = OrderedDict()
+        self.waiting = asyncio.Event()
         self.layer = get_channel_layer()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def submit(self, submission: Submission) -> None:
-        self.queue.put_nowait(submission)
+        queue = self.pending.get(submission.session_id)
+        if queue is None:
+            queue = self.pending[submission.session_id] = deque()
+        queue.append(submission)
+        self.waiting.set()
+
+    def _take_round(self) -> list[Submission]:
+        """Whatever waits (up to MAX_BATCH), session by session in turn order."""
+        batch: list[Submission] = []
+        for queue in self.pending.values():
+            while queue and len(batch) < MAX_BATCH:
+                batch.append(queue.popleft())
+        return batch
+
+    def _settle_round(self, batch: list[Submission], results: list) -> list[tuple[Submission, object]]:
+        """Put deferred submissions back at the head of their session's queue, in order, and
+        send the sessions that got something done to the back of the line."""
+        done, served, deferred = [], set(), {}
+        for submission, result in zip(batch, results, strict=True):
+            if isinstance(result, Deferred):
+                deferred.setdefault(submission.session_id, []).append(submission)
+            else:
+                done.append((submission, result))
+                served.add(submission.session_id)
+        for session_id, submissions in deferred.items():
+            self.pending[session_id].extendleft(reversed(submissions))
+        for session_id in list(self.pending):
+            if not self.pending[session_id]:
+                del self.pending[session_id]
+            elif session_id in served:
+                self.pending.move_to_end(session_id)
+        return done
 
     async def _run(self) -> None:
         while True:
-            batch = [await self.queue.get()]
+            if not self.pending:
+                self.waiting.clear()
+                await self.waiting.wait()
             # Whatever arrived while the previous round was committing shares this one.
-            while len(batch) < MAX_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            batch = self._take_round()
             try:
-                results = await database_sync_to_async(code_changes_apply)(
-                    submissions=[(s.session_id, s.change) for s in batch], notify=False
-                )
+                results = await database_sync_to_async(_apply_round)([(s.session_id, s.change) for s in batch])
             except Exception:
                 # One bad change must not sink the others: retry each in a transaction of its own.
                 logger.exception("Could not commit %d document changes together; retrying one by one", len(batch))
                 results = [await self._apply_alone(submission) for submission in batch]
-            for submission, result in zip(batch, results, strict=True):
+            for submission, result in self._settle_round(batch, results):
                 try:
                     await self._publish(submission, result)
                 except Exception:

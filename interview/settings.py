@@ -307,6 +307,20 @@ if WS_MAX_FRAME_BYTES <= WS_MAX_MESSAGE_BYTES:
 # Cursor moves are broadcast at once but stored at most this often per connection.
 CURSOR_STORE_INTERVAL_SECONDS = env.float("CURSOR_STORE_INTERVAL_SECONDS", default=1.0)
 
+# --- Work and memory one client may cause (each bound is in the README's Limits table) ---
+# Changes in one delta code-update; more is INVALID_MESSAGE (send the full text instead).
+WS_MAX_CHANGES = env.int("WS_MAX_CHANGES", default=1000)
+# Rebase work of one delta: its changes times the versions it is behind, plus the changes
+# of those versions (a unit is one to three microseconds); beyond, RESYNC_REQUIRED.
+OT_MAX_REBASE_WORK = env.int("OT_MAX_REBASE_WORK", default=2_000)
+# Rebase work the writer does in one round (one transaction) after its first change; a change
+# that does not fit waits for the next round, where it goes first: an expensive change commits
+# in a round of its own, and other sessions' changes in the round between two such.
+WRITER_ROUND_WORK = env.int("WRITER_ROUND_WORK", default=1_000)
+# Bytes the server may hold unsent for one WebSocket (its transport's write buffer and its
+# channel-layer queue); a connection beyond is closed with 1013 and its buffer dropped.
+WS_MAX_BUFFERED_BYTES = env.int("WS_MAX_BUFFERED_BYTES", default=8 * 1024 * 1024)
+
 # --- Execution ----------------------------------------------------------------------------
 # "bwrap": namespaces through bubblewrap (the default). "unsafe-rlimits-only": an explicit
 # operator choice to run without namespaces (limits only) where bubblewrap cannot work.

@@ -1,5 +1,7 @@
 """Writes to sessions; `code_change_apply` is the one path by which a document changes."""
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import hmac
@@ -298,6 +300,39 @@ def session_cache_forget(*, session_id: uuid.UUID) -> None:
     _recent_operations.forget(session_id)
 
 
+class Deferred(Exception):
+    """A change left for a later round: this round's rebase work is spent. Nothing was changed."""
+
+
+class _WorkBudget:
+    __slots__ = ("limit", "spent")
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.spent = 0
+
+
+_work_budget: contextvars.ContextVar[_WorkBudget | None] = contextvars.ContextVar("rebase_work", default=None)
+
+
+@contextlib.contextmanager
+def rebase_work_budget(limit: int):
+    """Within this block, once `limit` units of rebase work are spent, further deltas of
+    the batch raise Deferred instead of being applied (the first always runs), so one
+    expensive change commits in a round of its own rather than holding up the rest."""
+    token = _work_budget.set(_WorkBudget(limit))
+    try:
+        yield
+    finally:
+        _work_budget.reset(token)
+
+
+def _rebase_work(changes: int, versions: int, log_changes: int = 0) -> int:
+    """The units of rebase work: every change carried over every version, plus every change
+    of the log walked once (a unit is one to three microseconds)."""
+    return changes * versions + log_changes
+
+
 class _Document:
     """A locked session's document while a batch of changes is applied to it in memory;
     `flush` writes the text, the operation log and history in a few statements."""
@@ -322,17 +357,29 @@ class _Document:
         if base < self.stored_version:
             stored = _recent_operations.since(self.session_id, base, self.stored_version)
             if stored is None:
-                stored = list(
+                stored = []
+                size = 0
+                rows = (
                     DocumentOperation.objects.filter(session_id=self.session_id, version__gt=base)
                     .order_by("version")
                     .values_list("changes", flat=True)
                 )
+                for changes in rows.iterator(chunk_size=100):
+                    stored.append(changes)
+                    size += len(changes)
+                    if size > settings.OT_MAX_REBASE_WORK:
+                        # No need to decode the rest of a log too large to rebase over.
+                        raise ResyncRequired(self.code, self.version)
                 if len(stored) != self.stored_version - base:
                     # Older operations were purged: nothing to rebase over.
                     raise ResyncRequired(self.code, self.version)
         return stored + [op[3] for op in self.new_ops if op[0] > base]
 
     def _rebase(self, change: CodeChange) -> list:
+        budget = _work_budget.get()
+        if budget is not None and getattr(self, "deferring", False):
+            # A change to this document was left for the next round: so are the later ones.
+            raise Deferred()
         if change.changes is None:
             return document.diff(self.code, normalize_newlines(change.code or ""))
         # As the editors will hold it: CodeMirror turns each insert's CR LF and CR into LF.
@@ -340,16 +387,33 @@ class _Document:
         base = change.base_version if change.base_version is not None else self.version
         if base > self.version or base < 0:
             raise InvalidChange(f"Unknown base version {base}; the document is at {self.version}.")
-        if self.version - base > settings.OT_MAX_REBASE_VERSIONS:
+        behind = self.version - base
+        if behind > settings.OT_MAX_REBASE_VERSIONS:
             raise ResyncRequired(self.code, self.version)
+        # The work one message may cause is bounded before any of it is done: a long
+        # change list far behind must resync (its sender then rebases it, not the server).
+        work = _rebase_work(len(change.changes), behind)
+        if work > settings.OT_MAX_REBASE_WORK:
+            raise ResyncRequired(self.code, self.version)
+        if budget is not None:
+            if budget.spent and budget.spent + work > budget.limit:
+                self.deferring = True
+                raise Deferred()
+            budget.spent += max(work, 1)
         length = document.utf16_len(self.code)
         if base == self.version:
             return document.normalize(ours, length)
         log = self._log_since(base)
+        log_changes = sum(len(op) for op in log)
+        if _rebase_work(len(change.changes), behind, log_changes) > settings.OT_MAX_REBASE_WORK:
+            raise ResyncRequired(self.code, self.version)
+        if budget is not None:
+            budget.spent += log_changes
         # Validate against the document the client saw: its length is the current one
         # less what each change accepted since added.
-        ours = document.normalize(ours, length - sum(_length_delta(op) for op in log))
-        return document.transform_over_log(ours, log)
+        base_length = length - sum(_length_delta(op) for op in log)
+        ours = document.normalize(ours, base_length)
+        return document.transform_over_log(ours, log, length=base_length)
 
     def apply(self, change: CodeChange) -> CodeChangeResult:
         """Apply one change in memory; a rejected change leaves the document as it was.
@@ -486,7 +550,7 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
             for index in indices:
                 try:
                     results[index] = doc.apply(submissions[index][1])
-                except (InvalidChange, ResyncRequired) as exc:
+                except (InvalidChange, ResyncRequired, Deferred) as exc:
                     results[index] = exc
             doc.flush()
             if notify:

@@ -56,6 +56,9 @@ class DocumentWriter:
         # Session -> its waiting submissions, in arrival order; the dict's order is whose turn it is.
         self.pending: OrderedDict[object, deque[Submission]] = OrderedDict()
         self.waiting = asyncio.Event()
+        # Set while nothing waits and no round is in flight: every result so far is published.
+        self.quiet = asyncio.Event()
+        self.quiet.set()
         self.layer = get_channel_layer()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -64,6 +67,7 @@ class DocumentWriter:
         if queue is None:
             queue = self.pending[submission.session_id] = deque()
         queue.append(submission)
+        self.quiet.clear()
         self.waiting.set()
 
     def _take_round(self) -> list[Submission]:
@@ -96,6 +100,7 @@ class DocumentWriter:
     async def _run(self) -> None:
         while True:
             if not self.pending:
+                self.quiet.set()
                 self.waiting.clear()
                 await self.waiting.wait()
             # Whatever arrived while the previous round was committing shares this one.
@@ -111,6 +116,10 @@ class DocumentWriter:
                     await self._publish(submission, result)
                 except Exception:
                     logger.exception("Could not deliver the result of a change")
+
+    async def idle(self) -> None:
+        """Return once every change submitted so far is committed and its answers are sent."""
+        await self.quiet.wait()
 
     async def _apply_alone(self, submission: Submission):
         try:

@@ -126,10 +126,13 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
     async with connect(url, max_size=None) as editor, connect(url, max_size=None) as reader:
         version = json.loads(await editor.recv())["data"]["version"]
         await reader.recv()
+        # A connection edits as the user it joined as.
+        await editor.send(json.dumps({"type": "join", "userId": "editor", "data": {"name": "Editor"}}))
         sloth = await asyncio.to_thread(_open_silent_socket, server.port, sid)
         baseline = _rss_bytes(server.process.pid)
         peak = baseline
         received = 0
+        all_received = asyncio.Event()
         cut = False
 
         async def read():
@@ -137,6 +140,8 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
             async for frame in reader:
                 if json.loads(frame)["type"] == "code-update":
                     received += 1
+                    if received == 500:
+                        all_received.set()
 
         reading = asyncio.ensure_future(read())
         try:
@@ -156,9 +161,8 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
                             await asyncio.to_thread(sloth.sendall, _frame({"type": "ping"}))
                         except OSError:
                             cut = True  # the server has dropped it already
-            async with asyncio.timeout(30):
-                while received < 500:  # noqa: ASYNC110 - a counter, polled with a safety timeout
-                    await asyncio.sleep(0.05)
+            async with asyncio.timeout(60):  # a safety net: the event is the 500th update
+                await all_received.wait()
         finally:
             reading.cancel()
         # The server closed the silent socket: reading it now ends, after a bounded amount.

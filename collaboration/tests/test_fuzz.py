@@ -2,12 +2,14 @@
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collaboration.writer import get_writer
 from interview.asgi import application
 from interview.testing import PatientCommunicator
 from sessions.models import InterviewSession
@@ -67,20 +69,31 @@ def document(session_id):
     return row.code, row.version, row.language
 
 
+async def barrier(communicator, replies: list[dict]) -> None:
+    """Send a frame whose answer is unique (an unknown type names itself) and collect every
+    other message until that answer: everything the server sent before it."""
+    tag = f"barrier-{uuid.uuid4().hex[:8]}"
+    await communicator.send_json_to({"type": tag})
+    while True:
+        message = await communicator.receive_json_from(timeout=15)
+        if message["type"] == "error" and tag in message["data"]["message"]:
+            return
+        replies.append(message)
+
+
 async def exchange(communicator, kind, payload) -> list[dict]:
-    """Send a frame, then a ping; return every answer (pongs aside) until the line goes quiet."""
+    """Send a frame and return every answer to it (pongs aside), waiting for events only: the
+    frame was handled (a barrier), any change it handed the writer was committed and answered
+    (the writer is idle), and that answer was delivered (a second barrier)."""
     # Raw ASGI input: the communicator's helper refuses empty frames, which clients can send.
     await communicator.send_input({"type": "websocket.receive", kind: payload})
-    await communicator.send_json_to({"type": "ping"})
-    replies, pongs = [], 0
-    while pongs == 0 or not await communicator.receive_nothing(timeout=0.1):
-        message = await communicator.receive_json_from(timeout=5)
-        if message["type"] == "pong":
-            pongs += 1
-        else:
-            replies.append(message)
-    assert pongs <= 2  # ours, and one for the frame if it was a valid ping
-    return replies
+    replies: list[dict] = []
+    await barrier(communicator, replies)
+    await get_writer().idle()
+    await barrier(communicator, replies)
+    pongs = [reply for reply in replies if reply["type"] == "pong"]
+    assert len(pongs) <= 1  # one, if the frame was a valid ping
+    return [reply for reply in replies if reply["type"] != "pong"]
 
 
 @pytest.fixture

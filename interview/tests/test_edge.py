@@ -282,11 +282,11 @@ async def test_multibyte_frame_under_the_limit_in_characters_but_over_in_bytes(l
 
 
 async def test_frame_beyond_the_transport_cap_ends_the_connection(live_socket, settings):
-    """Past WS_MAX_FRAME_BYTES daphne stops reading and drops the connection (1006): nothing is buffered."""
+    """Past WS_MAX_FRAME_BYTES daphne stops reading and closes the connection with 1009 (message too big)."""
     await live_socket.send("x" * (settings.WS_MAX_FRAME_BYTES + 1))
     with pytest.raises(ConnectionClosed):
         await asyncio.wait_for(live_socket.recv(), 60)
-    assert live_socket.close_code == 1006
+    assert live_socket.close_code == 1009
 
 
 @pytest.mark.django_db(transaction=True)

@@ -93,6 +93,17 @@ class BoundedServer(Server):
     buffer freed) after ABORT_AFTER_SECONDS. Its disconnect reaches the consumer as usual.
     """
 
+    def run(self):
+        from twisted.internet import reactor
+
+        # autobahn's default drops the TCP connection on a frame past its size limit (the
+        # client sees 1006 and no reason); closing instead sends 1009 "message too big".
+        reactor.callWhenRunning(self.ws_factory_close_on_failure)
+        super().run()
+
+    def ws_factory_close_on_failure(self) -> None:
+        self.ws_factory.setProtocolOptions(failByDrop=False)
+
     async def handle_reply(self, protocol, message):
         if message.get("type") == "websocket.send" and isinstance(protocol, WebSocketProtocol):
             if getattr(protocol, "fell_behind", False):

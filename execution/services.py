@@ -9,7 +9,7 @@ from django.db import transaction
 from execution import runner
 from sessions import events
 from sessions.models import ChangeType, HistoryEntry
-from sessions.services import session_lock
+from sessions.services import history_codes_trim, session_lock
 
 
 def sandbox_config() -> runner.SandboxConfig:
@@ -59,7 +59,8 @@ def execution_record(*, session_id, language: str, code: str, result: runner.Exe
     """Record a run in its session's history and send it to the session's clients.
 
     The session is locked while the entry is written, as edits lock it, so the run lands
-    between two batches of edits and ends the bursts of typing before it."""
+    between two batches of edits and ends the bursts of typing before it. Only the newest
+    SESSION_MAX_HISTORY_CODES entries with code keep it (see history_codes_trim)."""
     outcome = "succeeded" if result.success else (result.error or result.status)
     with transaction.atomic():
         session = session_lock(session_id)
@@ -69,6 +70,7 @@ def execution_record(*, session_id, language: str, code: str, result: runner.Exe
             description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"[:500],
             code_snapshot=code,
         )
+        history_codes_trim(session_id=session.id)
     message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
     events.publish(session.id, events.group_event(message))
 

@@ -123,6 +123,11 @@ HISTORY_MAX_OFFSET = 1_000_000
 # loses its oldest operations down to half of it; a delta based on them must resync. A
 # two-hour interview of keystrokes is about 1 MB.
 SESSION_MAX_LOG_BYTES = env.int("SESSION_MAX_LOG_BYTES", default=16 * 1_048_576)
+# The code a session keeps besides its current text: its newest saved snapshots (older ones
+# are deleted), and the newest history entries that carry code (snapshots and runs; older
+# ones stay in the timeline without their code). A real interview saves a handful of times.
+SESSION_MAX_SNAPSHOTS = env.int("SESSION_MAX_SNAPSHOTS", default=100)
+SESSION_MAX_HISTORY_CODES = env.int("SESSION_MAX_HISTORY_CODES", default=100)
 # This process's cache of recent operations (an estimate of their memory).
 OPERATION_CACHE_MAX_BYTES = env.int("OPERATION_CACHE_MAX_BYTES", default=64 * 1_048_576)
 # The SQLite write-ahead log file is cut back to this size once checkpointed.

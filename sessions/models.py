@@ -62,6 +62,8 @@ class CodeSnapshot(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # The newest snapshots of a session without reading their code (SESSION_MAX_SNAPSHOTS).
+        indexes = [models.Index(fields=["session", "-created_at", "-id"], name="snapshot_session_newest")]
 
     def __str__(self):
         return f"Snapshot {self.id} of {self.session_id}"
@@ -95,6 +97,11 @@ class HistoryEntry(models.Model):
         indexes = [
             models.Index(fields=["session", "-id"]),
             models.Index(fields=["session", "-timestamp", "-id"], name="history_session_newest"),
+            # Only the entries that still carry code: at most SESSION_MAX_HISTORY_CODES + 1 a
+            # session, so finding the ones past the bound reads neither code nor other entries.
+            models.Index(
+                fields=["session", "-id"], condition=models.Q(code_snapshot__isnull=False), name="history_session_codes"
+            ),
         ]
         verbose_name_plural = "history entries"
 

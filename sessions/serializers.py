@@ -190,8 +190,10 @@ class HistoryEntrySerializer(serializers.Serializer):
     codeSnapshot = serializers.CharField(
         source="code_snapshot",
         allow_null=True,
-        help_text="The code a snapshot saved or a run ran; null for other entries, and for older "
-        "entries whose code would take the answer past its size bound (see codeSnapshotOmitted).",
+        help_text="The code a snapshot saved or a run ran; null for other entries, for older "
+        "entries whose code would take the answer past its size bound (see codeSnapshotOmitted), "
+        "and for snapshots and runs older than the newest SESSION_MAX_HISTORY_CODES with code, "
+        "whose code the server no longer keeps (codeSnapshotOmitted false: no page has it).",
     )
     count = serializers.IntegerField(help_text="How many changes this entry stands for.")
     codeSnapshotOmitted = serializers.BooleanField(
@@ -199,7 +201,8 @@ class HistoryEntrySerializer(serializers.Serializer):
         default=False,
         help_text="True when the entry has code that this answer leaves out (codeSnapshot is null) "
         "to stay under HISTORY_MAX_RESPONSE_BYTES; the newest entries keep theirs. Page with "
-        "`offset` (and a small `limit`) to get an older entry's code.",
+        "`offset` (and a small `limit`) to get an older entry's code. False when the server no "
+        "longer keeps the code (see codeSnapshot).",
     )
 
 

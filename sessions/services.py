@@ -647,6 +647,7 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
         snapshot = CodeSnapshot.objects.create(
             session=session, code=session.code, language=session.language, version=session.version, created_at=now
         )
+        snapshots_trim(session_id=session.id)
         HistoryEntry.objects.create(
             session=session,
             timestamp=now,
@@ -655,7 +656,44 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
             description=f"Saved a snapshot ({len(session.code)} characters)",
             code_snapshot=session.code,
         )
+        history_codes_trim(session_id=session.id)
     return snapshot
+
+
+def snapshots_trim(*, session_id: uuid.UUID) -> int:
+    """Delete a session's snapshots older than its newest SESSION_MAX_SNAPSHOTS (at least the
+    one just saved stays); returns how many went. Call it in the transaction that saved one.
+
+    The index on (session, created_at, id) finds them without reading any code, and past the
+    bound a save deletes one row: the work stays the same however long the session runs."""
+    keep = max(1, settings.SESSION_MAX_SNAPSHOTS)
+    old = list(
+        CodeSnapshot.objects.filter(session_id=session_id)
+        .order_by("-created_at", "-id")
+        .values_list("id", flat=True)[keep:]
+    )
+    if not old:
+        return 0
+    deleted, _ = CodeSnapshot.objects.filter(id__in=old).delete()
+    return deleted
+
+
+def history_codes_trim(*, session_id: uuid.UUID) -> int:
+    """Clear the code of a session's history entries older than its newest
+    SESSION_MAX_HISTORY_CODES that carry code (snapshots and runs); the entries themselves
+    stay, so the timeline is complete. Returns how many lost their code. Call it in the
+    transaction that recorded one.
+
+    The partial index `history_session_codes` holds only entries with code, at most the
+    bound plus one a session, so this reads neither code nor the rest of the history."""
+    old = list(
+        HistoryEntry.objects.filter(session_id=session_id, code_snapshot__isnull=False)
+        .order_by("-id")
+        .values_list("id", flat=True)[max(0, settings.SESSION_MAX_HISTORY_CODES) :]
+    )
+    if not old:
+        return 0
+    return HistoryEntry.objects.filter(id__in=old).update(code_snapshot=None)
 
 
 def session_delete(*, session_id) -> None:

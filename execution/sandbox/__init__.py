@@ -78,17 +78,17 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   passes (``Time limit exceeded (5 s)``) or when stdout+stderr together pass
   ``output_bytes`` (the output is read incrementally from the pipes and cut at the cap;
   ``truncated`` is true). bwrap's ``--info-fd`` reports the host pid of the sandbox's
-  pid 1 (bwrap's init) and the runner holds a pidfd on it. To kill, it sends SIGKILL to
+  pid 1 (bwrap's init) and the server holds a pidfd on it. To kill, it sends SIGKILL to
   that pidfd: the kernel then kills every process in the pid namespace, however
   detached (``setsid``, double fork). A pid namespace's init only becomes a zombie once
-  every other process of the namespace is gone, so the runner answers only after that
+  every other process of the namespace is gone, so the server answers only after that
   pidfd reports the exit (for a normal exit too: bwrap's init exits when the program
   does, taking the namespace down). bwrap's outer process exits *without reaping* its
   init, so the server makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``) and
   reaps the orphaned init itself (otherwise, under an init that never reaps, zombies
   would pile up and keep counting against the uid's ``RLIMIT_NPROC``). Process exits are
   watched with pidfds, not ``Process.wait()``, which in Python 3.11 also waits for the
-  pipes to close. If pid 1 cannot be found, the runner kills the outer bwrap's process
+  pipes to close. If pid 1 cannot be found, the server kills the outer bwrap's process
   group and, as root, runs ``kill -9 -1`` as the run's uid. A uid that still owns a live
   process (a crashed server's leftover) is never handed out. The run directory is then
   removed with ``shutil.rmtree`` (fd-based, never follows a symlink).
@@ -106,7 +106,7 @@ cgroups, wall time, output cap, a minimal environment, and after every run a kil
 process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
 its orphans.
 
-Side effects on the server process: it becomes a child subreaper (set once by the probe)
+Side effects on the server process: it becomes a child subreaper (set once when the host is set up)
 and keeps one mount-namespace file descriptor when a toolchain lives under a root-only
 directory. Nothing else about the server changes.
 

@@ -231,7 +231,7 @@ class StageProcess:
         proc, stage = self.proc, self.stage
         assert proc is not None and self.outer_exited is not None
         budget = [stage.limits.output_bytes]
-        flood = asyncio.Event()
+        over_cap = asyncio.Event()
 
         async def pump(stream: asyncio.StreamReader, sink: bytearray) -> None:
             while True:
@@ -242,7 +242,7 @@ class StageProcess:
                     sink += chunk[: budget[0]]
                     budget[0] = 0
                     outcome.output_capped = True
-                    flood.set()
+                    over_cap.set()
                     while await stream.read(65536):  # discard until EOF (the sandbox is being killed)
                         pass
                     return
@@ -262,13 +262,13 @@ class StageProcess:
         ]
         if proc.stdin:
             tasks.append(asyncio.create_task(feed(proc.stdin, stage.stdin)))
-        capped = asyncio.create_task(flood.wait())
+        capped = asyncio.create_task(over_cap.wait())
         try:
             done, _ = await asyncio.wait(
                 {self.outer_exited, capped}, timeout=stage.timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if self.outer_exited not in done:
-                outcome.timed_out = not flood.is_set()
+                outcome.timed_out = not over_cap.is_set()
             await self.close()  # kills what is left; returns once every process is gone
             # Every writer is dead now, so the pipes reach EOF promptly.
             await asyncio.wait(tasks, timeout=_KILL_GRACE_S)

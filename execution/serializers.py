@@ -55,7 +55,7 @@ def _result_field(annotation, help_text: str) -> serializers.Field:
     if base is int:
         return serializers.IntegerField(allow_null=nullable, **kwargs)
     if base is Status:
-        return serializers.ChoiceField(choices=[s.value for s in Status], **kwargs)
+        return serializers.ChoiceField(choices=Status.values(), **kwargs)
     return serializers.CharField(allow_null=True, **kwargs) if nullable else serializers.CharField(allow_blank=True)
 
 
@@ -63,7 +63,6 @@ ExecutionResultSerializer = type(
     "ExecutionResultSerializer",
     (serializers.Serializer,),
     {
-        "__doc__": "A run's answer: the shape of ExecutionResult.as_dict, derived from the dataclass.",
         "__module__": __name__,
         **{
             f.metadata["wire"]: _result_field(typing.get_type_hints(ExecutionResult)[f.name], f.metadata["help"])

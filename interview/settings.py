@@ -244,7 +244,7 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["interview.schema.strip_optional_slash"],
     "ENUM_NAME_OVERRIDES": {
         "LanguageEnum": "sessions.models.Language",
-        "ExecutionStatusEnum": "execution.sandbox.Status",
+        "ExecutionStatusEnum": "execution.sandbox.Status.values",
         "HealthStatusEnum": ["healthy", "unhealthy"],
     },
     "TAGS": [

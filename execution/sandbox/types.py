@@ -19,6 +19,11 @@ class Status(enum.StrEnum):
     OUTPUT_LIMIT = "output_limit"
     UNAVAILABLE = "unavailable"
 
+    @classmethod
+    def values(cls) -> list[str]:
+        """The wire values, in order (the API's choices)."""
+        return [status.value for status in cls]
+
 
 def default_python() -> str:
     """The base interpreter (not a venv's wrapper), resolved to its real file."""

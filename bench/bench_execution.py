@@ -15,8 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from execution import runner
-from execution.runner import (
+from execution.sandbox import (
     LANGUAGES,
     Limits,
     SandboxConfig,
@@ -24,6 +23,8 @@ from execution.runner import (
     sandbox_status,
     toolchains,
 )
+from execution.sandbox.host.setup import host_for, trial_stage
+from execution.sandbox.process import run_stage_with_own_uid
 
 HELLO = {
     "python": "print(1)",
@@ -92,11 +93,11 @@ async def breakdown(runs: int, config: SandboxConfig) -> None:
     bare_s = [await asyncio.to_thread(timed_host, argv) for _ in range(runs)]
     print(f"  the same with -S (no site at all)          : {summary(bare_s)}")
     # The sandbox alone: bwrap with every mount, per-run uid and cgroups, running /usr/bin/true.
-    probe = runner._probe(config)
+    host = host_for(config)
     empty = []
     for _ in range(runs):
         started = time.perf_counter()
-        outcome = await runner._run_stage_with_uid(probe, runner._trial_stage(["/usr/bin/true"]))
+        outcome = await run_stage_with_own_uid(host, trial_stage(["/usr/bin/true"]))
         empty.append((time.perf_counter() - started) * 1000)
         assert outcome.returncode == 0, outcome
     print(f"  empty sandbox (bwrap ... true)             : {summary(empty)}")

@@ -4,7 +4,7 @@ from channels.db import database_sync_to_async
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
 
-from execution import runner, services
+from execution import sandbox, services
 from execution.serializers import ExecutionRequestSerializer, ExecutionResultSerializer
 from interview.asyncviews import AsyncAPIView
 from interview.errors import ApiError
@@ -62,7 +62,7 @@ class ExecuteView(AsyncAPIView):
             result = await services.execution_run(
                 language=data["language"], code=data["code"], stdin=data["stdin"], timeout_s=data["timeout"]
             )
-        except runner.QueueFull as exc:
+        except sandbox.QueueFull as exc:
             raise ExecutionQueueFull() from exc
         if session_id is not None:
             await database_sync_to_async(services.execution_record)(

@@ -1,10 +1,13 @@
 """The shapes of the execution API."""
 
+import dataclasses
+import typing
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from execution.runner import STATUSES
+from execution.sandbox import ExecutionResult, Status
 from sessions.models import Language
 from sessions.serializers import BoundedTextField, code_field
 
@@ -42,14 +45,28 @@ class ExecutionRequestSerializer(serializers.Serializer):
     )
 
 
-class ExecutionResultSerializer(serializers.Serializer):
-    success = serializers.BooleanField(help_text="True only for a normal exit with code 0 within the limits.")
-    stdout = serializers.CharField(allow_blank=True)
-    stderr = serializers.CharField(allow_blank=True)
-    exitCode = serializers.IntegerField(
-        allow_null=True, help_text="The exit status (128+N for signal N); null if the program did not end itself."
-    )
-    executionTime = serializers.IntegerField(help_text="Wall time in milliseconds.")
-    error = serializers.CharField(allow_null=True, help_text="Null on success, else a short sentence.")
-    status = serializers.ChoiceField(choices=STATUSES)
-    truncated = serializers.BooleanField(help_text="Output was cut at the output limit.")
+def _result_field(annotation, help_text: str) -> serializers.Field:
+    """The schema of one ExecutionResult field, from its type."""
+    kwargs = {"help_text": help_text} if help_text else {}
+    nullable = type(None) in typing.get_args(annotation)
+    base = next((t for t in typing.get_args(annotation) if t is not type(None)), annotation)
+    if base is bool:
+        return serializers.BooleanField(**kwargs)
+    if base is int:
+        return serializers.IntegerField(allow_null=nullable, **kwargs)
+    if base is Status:
+        return serializers.ChoiceField(choices=Status.values(), **kwargs)
+    return serializers.CharField(allow_null=True, **kwargs) if nullable else serializers.CharField(allow_blank=True)
+
+
+ExecutionResultSerializer = type(
+    "ExecutionResultSerializer",
+    (serializers.Serializer,),
+    {
+        "__module__": __name__,
+        **{
+            f.metadata["wire"]: _result_field(typing.get_type_hints(ExecutionResult)[f.name], f.metadata["help"])
+            for f in dataclasses.fields(ExecutionResult)
+        },
+    },
+)

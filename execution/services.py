@@ -6,14 +6,14 @@ import weakref
 from django.conf import settings
 from django.db import transaction
 
-from execution import runner
+from execution import sandbox
 from sessions import events
 from sessions.models import ChangeType, HistoryEntry
 from sessions.services import history_codes_trim, session_lock
 
 
-def sandbox_config() -> runner.SandboxConfig:
-    return runner.SandboxConfig(
+def sandbox_config() -> sandbox.SandboxConfig:
+    return sandbox.SandboxConfig(
         mode=settings.EXECUTION_SANDBOX,
         uid_base=settings.EXECUTION_UID_BASE,
         uid_count=settings.EXECUTION_UID_COUNT,
@@ -22,8 +22,8 @@ def sandbox_config() -> runner.SandboxConfig:
     )
 
 
-def limits(timeout_s: float) -> runner.Limits:
-    return runner.Limits(
+def limits(timeout_s: float) -> sandbox.Limits:
+    return sandbox.Limits(
         timeout_s=timeout_s,
         compile_timeout_s=settings.EXECUTION_COMPILE_TIMEOUT,
         memory_mb=settings.EXECUTION_MEMORY_MB,
@@ -36,26 +36,26 @@ def limits(timeout_s: float) -> runner.Limits:
     )
 
 
-_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, runner.ExecutionPool]" = weakref.WeakKeyDictionary()
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, sandbox.ExecutionPool]" = weakref.WeakKeyDictionary()
 
 
-def pool() -> runner.ExecutionPool:
+def pool() -> sandbox.ExecutionPool:
     """The running event loop's pool: EXECUTION_MAX_CONCURRENT at once, EXECUTION_MAX_QUEUE waiting."""
     loop = asyncio.get_running_loop()
     current = _pools.get(loop)
     if current is None:
-        current = _pools[loop] = runner.ExecutionPool(settings.EXECUTION_MAX_CONCURRENT, settings.EXECUTION_MAX_QUEUE)
+        current = _pools[loop] = sandbox.ExecutionPool(settings.EXECUTION_MAX_CONCURRENT, settings.EXECUTION_MAX_QUEUE)
     return current
 
 
-async def execution_run(*, language: str, code: str, stdin: str, timeout_s: float) -> runner.ExecutionResult:
-    """Run code in the sandbox; raises runner.QueueFull when too many runs wait."""
+async def execution_run(*, language: str, code: str, stdin: str, timeout_s: float) -> sandbox.ExecutionResult:
+    """Run code in the sandbox; raises sandbox.QueueFull when too many runs wait."""
     return await pool().run(
         language=language, code=code, stdin=stdin, limits=limits(timeout_s), config=sandbox_config()
     )
 
 
-def execution_record(*, session_id, language: str, code: str, result: runner.ExecutionResult) -> None:
+def execution_record(*, session_id, language: str, code: str, result: sandbox.ExecutionResult) -> None:
     """Record a run in its session's history and send it to the session's clients.
 
     The session is locked while the entry is written, as edits lock it, so the run lands
@@ -78,10 +78,10 @@ def execution_record(*, session_id, language: str, code: str, result: runner.Exe
 def sandbox_report() -> dict:
     """The sandbox's state and each language's toolchain, for /health and check_sandbox."""
     config = sandbox_config()
-    status = runner.sandbox_status(config)
+    status = sandbox.sandbox_status(config)
     return {
         "ok": status.usable,
         "required": False,
         **status.as_dict(),
-        "languages": {name: tc.as_dict() for name, tc in runner.toolchains(config).items()},
+        "languages": {name: tc.as_dict() for name, tc in sandbox.toolchains(config).items()},
     }

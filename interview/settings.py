@@ -249,7 +249,7 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["interview.schema.strip_optional_slash"],
     "ENUM_NAME_OVERRIDES": {
         "LanguageEnum": "sessions.models.Language",
-        "ExecutionStatusEnum": "execution.runner.STATUSES",
+        "ExecutionStatusEnum": "execution.sandbox.Status.values",
         "HealthStatusEnum": ["healthy", "unhealthy"],
     },
     "TAGS": [

@@ -91,7 +91,7 @@ class RunningServer:
         self.manage("collectstatic", "--noinput", "--verbosity", "0")
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the server's life
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"],
+            self.command,
             cwd=BASE_DIR,
             env=self.env,
             stdout=log,

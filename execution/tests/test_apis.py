@@ -8,7 +8,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
 from collaboration.tests.helpers import close_all
-from execution import runner, services
+from execution import sandbox, services
 from interview.testing import PATIENCE_SECONDS
 from sessions.models import ChangeType, HistoryEntry
 from sessions.services import session_create
@@ -16,7 +16,7 @@ from sessions.services import session_create
 pytestmark = pytest.mark.django_db(transaction=True)
 
 needs_sandbox = pytest.mark.skipif(
-    not runner.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
+    not sandbox.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
 )
 
 
@@ -174,7 +174,7 @@ async def test_unusable_sandbox_answers_unavailable(settings):
 
     def broken():
         config = original()
-        return runner.SandboxConfig(mode=config.mode, bwrap_path="/nonexistent/bwrap")
+        return sandbox.SandboxConfig(mode=config.mode, bwrap_path="/nonexistent/bwrap")
 
     services.sandbox_config = broken
     try:

@@ -6,7 +6,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from execution.runner import sandbox_status
+from execution.sandbox import sandbox_status
 from execution.services import sandbox_config, sandbox_report
 
 STATUS = sandbox_status(sandbox_config())

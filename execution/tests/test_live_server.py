@@ -7,10 +7,10 @@ import urllib.request
 
 import pytest
 
-from execution import runner, services
+from execution import sandbox, services
 
 pytestmark = pytest.mark.skipif(
-    not runner.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
+    not sandbox.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
 )
 
 HOSTILE = {

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from execution import runner
+from execution import sandbox
 from execution.services import execution_record
 from sessions.models import ChangeType, HistoryEntry
 from sessions.services import CodeChange, code_change_apply, session_cache_forget, snapshot_create
@@ -67,7 +67,7 @@ class TestBursts:
         """A run recorded in the session between edits splits the burst."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        result = runner.ExecutionResult(True, "", "", 0, 12, None, "ok")
+        result = sandbox.ExecutionResult(True, "", "", 0, 12, None, "ok")
         execution_record(session_id=sid, language="python", code="a", result=result)
         type_text(sid, "alice", "ab")
         assert [e["changeType"] for e in history(api, sid)] == ["edit", "execution", "edit"]

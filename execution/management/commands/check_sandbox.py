@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from execution import runner
+from execution import sandbox
 from execution.services import limits, sandbox_config, sandbox_report
 
 # Each probe prints this when the sandbox stopped it, anything else when it got through.
@@ -99,7 +99,7 @@ def _probes(*, port: int, env_name: str, env_value: str, write_name: str) -> lis
     ]
 
 
-def _detail(result: runner.ExecutionResult) -> str:
+def _detail(result: sandbox.ExecutionResult) -> str:
     """Why a check failed, in a few words."""
     if result.success:
         printed = result.stdout.strip().splitlines()
@@ -149,9 +149,9 @@ class Command(BaseCommand):
         self.stdout.write(f"  {mark} {text}")
         self.stdout.flush()
 
-    def _run(self, language: str, code: str) -> runner.ExecutionResult:
+    def _run(self, language: str, code: str) -> sandbox.ExecutionResult:
         run_limits = limits(float(settings.EXECUTION_DEFAULT_TIMEOUT))
-        return asyncio.run(runner.run_code(language=language, code=code, limits=run_limits, config=sandbox_config()))
+        return asyncio.run(sandbox.run_code(language=language, code=code, limits=run_limits, config=sandbox_config()))
 
     def _run_checks(self, report: dict) -> int:
         failures = 0

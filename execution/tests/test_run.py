@@ -1,4 +1,4 @@
-"""The sandbox runner: every language, every limit, and a battery of hostile programs (no Django)."""
+"""run_code in a real sandbox: every language, every limit, and a battery of hostile programs (no Django)."""
 
 import asyncio
 import os
@@ -12,14 +12,13 @@ import uuid
 
 import pytest
 
-from execution.runner import (
+from execution.sandbox import (
     LANGUAGES,
     ExecutionPool,
     ExecutionResult,
     Limits,
     QueueFull,
     SandboxConfig,
-    java_main_class,
     run_code,
     sandbox_status,
     toolchains,
@@ -204,19 +203,6 @@ class TestProbe:
                 assert tc.version
                 assert tc.reason is None
 
-    async def test_missing_bwrap_answers_unavailable(self):
-        """No bwrap: status says so and nothing runs (never unsandboxed)."""
-        config = SandboxConfig(bwrap_path="/nonexistent/bwrap", work_root=WORK_ROOT)
-        status = sandbox_status(config)
-        assert not status.isolated
-        assert not status.usable
-        assert status.reason == "bwrap not found"
-        result = await run("python", "print('ran')", config=config)
-        assert result.status == "unavailable"
-        assert not result.success
-        assert result.stdout == ""
-        assert "bwrap not found" in result.error
-
     async def test_missing_toolchain_answers_unavailable(self):
         """A language whose toolchain is missing is unavailable with a clear message."""
         config = SandboxConfig(node_path="/nonexistent/node", work_root=WORK_ROOT)
@@ -225,18 +211,6 @@ class TestProbe:
         result = await run("javascript", "console.log(1)", config=config)
         assert result.status == "unavailable"
         assert result.error.startswith("JavaScript is not available")
-
-    async def test_unknown_language_is_unavailable(self):
-        """An unsupported language never reaches a sandbox."""
-        result = await run("cobol", "DISPLAY 'HI'.")
-        assert result.status == "unavailable"
-        assert result.error == "Unsupported language: cobol"
-
-    def test_unknown_mode_is_not_usable(self):
-        """A typo in the mode is refused rather than guessed."""
-        status = sandbox_status(SandboxConfig(mode="none", work_root=WORK_ROOT))
-        assert not status.usable
-        assert "unknown sandbox mode" in status.reason
 
 
 class TestLanguages:
@@ -403,34 +377,6 @@ class TestWithoutCgroups:
         )
         assert (hello.status, hello.stdout) == ("ok", "hi\n"), hello
         assert bomb.status == "memory_limit", bomb
-
-
-class TestJavaMainClass:
-    def test_public_class_names_the_file(self):
-        """The public top-level class names the file and is run."""
-        assert java_main_class("public class Foo { public static void main(String[] a) {} }") == ("Foo", "Foo")
-
-    def test_nested_public_class_and_comments_do_not_confuse(self):
-        """Comments, strings and nested classes are ignored."""
-        code = """
-        // public class Fake {}
-        /* public class AlsoFake {} */
-        public final class Real {
-            public static class Inner {}
-            String s = "public class InString {";
-            public static void main(String[] a) {}
-        }
-        """
-        assert java_main_class(code) == ("Real", "Real")
-
-    def test_fallback_is_main(self):
-        """No class at all falls back to Main."""
-        assert java_main_class("interface") == ("Main", "Main")
-
-    def test_main_is_found_in_a_non_public_class(self):
-        """With a public class lacking main, the class declaring main runs."""
-        code = "public class Util {}\nclass App { public static void main(String[] a) {} }"
-        assert java_main_class(code) == ("Util", "App")
 
 
 class TestLimits:

@@ -1,0 +1,165 @@
+"""Runs untrusted candidate code in a sandbox: a pure package (standard library only, asyncio).
+
+How a run is contained
+======================
+
+Every run gets a fresh directory (``mkdtemp`` under ``SandboxConfig.work_root``), an
+unprivileged uid of its own, and one or two sandboxed processes (compile, then run).
+
+* **Namespaces (bubblewrap).** ``bwrap --unshare-all --unshare-user --disable-userns``
+  gives each stage new user, mount, pid, network, ipc, uts and cgroup namespaces.
+  The root is an empty tmpfs made read-only after setup; it holds a read-only ``/usr``
+  (plus the ``/bin``, ``/lib*`` links of a merged-usr system), ``/etc/ld.so.cache``,
+  the toolchain's own directories (the Python prefix, the JDK and its ``/etc/java-*``
+  files) and nothing else: no ``/root``, ``/home``, ``/work``, ``/var``, no project
+  files, no database. ``/proc`` is a new procfs of the sandbox's pid namespace, ``/dev``
+  a minimal devtmpfs copy (read-only), ``/tmp`` and ``/dev/shm`` are size-limited
+  tmpfs that vanish with the sandbox, and the run directory is bound read-write on
+  ``/box`` (the working directory). The Python prefix's ``site-packages`` is covered
+  by an empty read-only tmpfs. The environment is cleared to a fixed ``PATH``,
+  ``HOME=/tmp``, ``LANG=C.UTF-8`` (plus ``MALLOC_ARENA_MAX`` for the JVM and V8); bwrap
+  itself is started with just ``PATH``, so even ``/proc/1/environ`` (bwrap's init)
+  holds no server secret. ``--die-with-parent`` and ``--new-session`` are always on.
+  There is no network interface but a private loopback. Neither bwrap's init nor the
+  program has any capability (``CapBnd`` 0, ``NoNewPrivs``), and the sandbox cannot
+  create further user namespaces.
+
+* **An unprivileged uid per run.** When the server runs as root, each run takes a
+  dedicated uid/gid from ``uid_base .. uid_base+uid_count-1`` (default 60000..60255,
+  checked to be unused by real accounts). A slot is held by binding the abstract unix
+  socket ``@interview-exec-uid-<uid>``: that works across several server processes,
+  is released by the kernel if a process dies, and the sandboxes (own network
+  namespace) cannot touch it. The child process drops to that uid *before* it execs
+  bwrap (``setgroups([])``, ``setresgid``, ``setresuid`` in ``preexec_fn``), so
+  bwrap runs unprivileged and builds an unprivileged user namespace in which the
+  program's uid maps to the per-run uid outside, never to 0. Because root is exempt from
+  ``RLIMIT_NPROC`` and an unprivileged uid is not, and because no one else uses that uid,
+  the process limit counts exactly this run's processes and threads. When the server
+  is not root, runs keep the server's uid (and ``RLIMIT_NPROC`` is set to the uid's
+  current task count plus the limit: weaker, documented).
+
+* **Toolchains under a root-only directory.** The server's Python lives under
+  ``/root`` (mode 0700), which the per-run uid cannot traverse, and bwrap 0.8 calls
+  ``realpath`` on every bind source, even for ``--ro-bind-fd`` (it resolves
+  ``/proc/self/fd/N`` back to ``/root/...`` and fails with EACCES). So, once at start-up,
+  a short-lived root helper creates a *private mount namespace* (a slave of the host's,
+  so later host mounts still propagate in) in which ``/root`` is a small tmpfs holding
+  only read-only bind mounts of the toolchain directories that need it. The server
+  keeps a file descriptor to that namespace; each sandbox child calls ``setns`` into it
+  (still root, in ``preexec_fn``) just before dropping to its uid and exec'ing bwrap,
+  which can then bind those paths by name. The server's own view is never changed,
+  nothing is mounted on the host, and the namespace disappears with the server process.
+
+* **Resource limits** (``setrlimit`` in the child before exec; inherited by bwrap and
+  the program): ``RLIMIT_CPU`` = ceil(timeout)+1 s (SIGXCPU, SIGKILL one second later),
+  ``RLIMIT_AS`` (memory, per language, see below), ``RLIMIT_NPROC`` = max_processes
+  + 2 (bwrap's two processes), ``RLIMIT_FSIZE`` = file_size_mb, ``RLIMIT_NOFILE`` =
+  open_files, ``RLIMIT_CORE`` = 0. Where cgroups are writable (v1 ``memory`` / ``pids``
+  or a delegated v2 subtree), each stage also gets its own cgroup with a memory limit
+  (``memory.limit_in_bytes``/``memory.max``, swap off) and ``pids.max``; the child joins
+  it before exec, and its ``oom_kill`` counter tells an OOM kill apart from other kills.
+  Without cgroups everything still works on rlimits alone.
+
+* **Memory per language.** ``memory_mb`` bounds what the program itself can use:
+  Python and C++ get ``RLIMIT_AS = memory_mb`` (an allocation past it fails:
+  ``MemoryError``, ``std::bad_alloc``) and a cgroup backstop of ``memory_mb + 64``. The
+  JVM gets ``-Xmx<memory_mb>m`` and V8 ``--max-old-space-size=<memory_mb>``; both reserve
+  large virtual ranges (thread stacks, code cache, class space) that are not memory, so
+  with a memory cgroup their resident total is capped at ``memory_mb + 256`` and their
+  ``RLIMIT_AS`` is a loose ``memory_mb + 4096``; without one, ``RLIMIT_AS`` is
+  ``memory_mb + 1536`` (and Java threads get 16 MB stacks instead of 32 MB) with
+  ``MALLOC_ARENA_MAX=2`` and small code-cache/class-space reservations. A memory limit is
+  reported from the cgroup's ``oom_kill`` counter or the runtime's own message
+  (``MemoryError``, ``std::bad_alloc``, ``OutOfMemoryError``, V8's heap-limit report).
+  ``/tmp`` and ``/dev/shm`` are ``tmpfs_mb`` each. Compile stages use
+  ``compile_memory_mb`` the same way.
+
+* **Wall time, output, and "everything is gone".** A stage is killed when its wall time
+  passes (``Time limit exceeded (5 s)``) or when stdout+stderr together pass
+  ``output_bytes`` (the output is read incrementally from the pipes and cut at the cap;
+  ``truncated`` is true). bwrap's ``--info-fd`` reports the host pid of the sandbox's
+  pid 1 (bwrap's init) and the server holds a pidfd on it. To kill, it sends SIGKILL to
+  that pidfd: the kernel then kills every process in the pid namespace, however
+  detached (``setsid``, double fork). A pid namespace's init only becomes a zombie once
+  every other process of the namespace is gone, so the server answers only after that
+  pidfd reports the exit (for a normal exit too: bwrap's init exits when the program
+  does, taking the namespace down). bwrap's outer process exits *without reaping* its
+  init, so the server makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``) and
+  reaps the orphaned init itself (otherwise, under an init that never reaps, zombies
+  would pile up and keep counting against the uid's ``RLIMIT_NPROC``). Process exits are
+  watched with pidfds, not ``Process.wait()``, which in Python 3.11 also waits for the
+  pipes to close. If pid 1 cannot be found, the server kills the outer bwrap's process
+  group and, as root, runs ``kill -9 -1`` as the run's uid. A uid that still owns a live
+  process (a crashed server's leftover) is never handed out. The run directory is then
+  removed with ``shutil.rmtree`` (fd-based, never follows a symlink).
+
+* **Files without following links.** The run directory is created by ``mkdtemp``
+  (mode 0700), opened with ``O_DIRECTORY|O_NOFOLLOW``; the source is written with
+  ``os.open(name, O_CREAT|O_EXCL|O_NOFOLLOW, dir_fd=...)`` and the directory is handed
+  to the run's uid with ``fchown`` on the descriptor. Nothing on the host ever opens a
+  path inside it afterwards except the fd-based ``rmtree``, and by then every process
+  of the run is dead.
+
+``mode="unsafe-rlimits-only"`` is an operator's explicit weaker choice: no namespaces
+(the program sees the host's files and network), but the same per-run uid, rlimits,
+cgroups, wall time, output cap, a minimal environment, and after every run a kill of the
+process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
+its orphans.
+
+Side effects on the server process: it becomes a child subreaper (set once when the host is set up)
+and keeps one mount-namespace file descriptor when a toolchain lives under a root-only
+directory. Nothing else about the server changes.
+
+Result conventions
+==================
+
+``exit_code`` is the program's exit status, ``128 + N`` when signal ``N`` killed it (as a
+shell reports it: bwrap flattens the wait status that way, so ``exit(139)`` and SIGSEGV
+look alike), and ``None`` when the program did not end on its own (time or output limit,
+compile error, unavailable). ``execution_time_ms`` is the wall time of the whole call, end
+to end: directory set-up, compile stage if any, run stage (not the final clean-up).
+``output_bytes`` caps stdout and stderr *together*, per stage. A compile stage's failure
+(errors, its own time or memory limit) is ``compile_error``; its output on success is not
+shown.
+
+Per language: Python runs as ``python -I -B -u main.py`` on the server's own base
+interpreter (isolated mode, no bytecode writes, unbuffered so that output printed before a
+crash or a timeout is kept; not ``-S``, which would drop ``exit()`` for ~1 ms). JavaScript
+runs as ``node --max-old-space-size=<memory_mb> main.js``. C++ is compiled with
+``g++ -std=gnu++17 -O2 -pipe`` and run as ``./main``. Java: the file is named after the
+public top-level class (``Main`` if none), compiled with ``javac`` and run with
+``java -Xshare:auto -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:-UsePerfData -Xmx...
+-Xss32m`` (the class declaring ``main``, package-qualified). javac starts from a dynamic
+AppCDS archive dumped once inside the sandbox and then copied into a root-owned read-only
+file in ``<work_root>/exec-cache-<JDK key>/`` (kept and reused by later server processes;
+bwrap mode only): about 0.2 s saved per Java run.
+"""
+
+from execution.sandbox.host.setup import sandbox_status, toolchains
+from execution.sandbox.languages import LANGUAGES, java_main_class
+from execution.sandbox.pool import ExecutionPool, QueueFull
+from execution.sandbox.run import run_code
+from execution.sandbox.types import (
+    ExecutionResult,
+    Limits,
+    SandboxConfig,
+    SandboxStatus,
+    Status,
+    ToolchainStatus,
+)
+
+__all__ = [
+    "LANGUAGES",
+    "ExecutionPool",
+    "ExecutionResult",
+    "Limits",
+    "QueueFull",
+    "SandboxConfig",
+    "SandboxStatus",
+    "Status",
+    "ToolchainStatus",
+    "java_main_class",
+    "run_code",
+    "sandbox_status",
+    "toolchains",
+]

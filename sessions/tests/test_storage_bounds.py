@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from django.db import connection
 
-from execution import runner
+from execution import sandbox
 from execution.services import execution_record
 from sessions import services
 from sessions.lifecycle import session_export, session_import
@@ -18,7 +18,7 @@ from sessions.tests.test_history import check_against_schema
 
 pytestmark = pytest.mark.django_db
 
-RESULT = runner.ExecutionResult(True, "", "", 0, 12, None, "ok")
+RESULT = sandbox.ExecutionResult(True, "", "", 0, 12, None, "ok")
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
 from sessions.lifecycle import session_end, session_export, sessions_purge_expired
 from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
 from sessions.selectors import presence_cutoff

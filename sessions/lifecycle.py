@@ -9,8 +9,8 @@ from functools import partial
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from interview.errors import SessionNotFound
 from sessions import document, events, services
+from sessions.exceptions import SessionNotFound
 from sessions.models import (
     ChangeType,
     CodeSnapshot,

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db.models import Func, IntegerField
 from django.utils import timezone
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
 from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection
 
 

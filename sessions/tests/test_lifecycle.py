@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
 from sessions.lifecycle import (
     EXPORT_FORMAT,
     PurgeReport,

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
 from sessions.lifecycle import session_export
 
 

@@ -10,9 +10,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from sessions.exceptions import SessionNotFound
-from sessions.lifecycle import session_end, session_export, sessions_purge_expired
+from sessions.lifecycle import session_end, sessions_purge_expired
 from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
-from sessions.selectors import presence_cutoff
+from sessions.selectors import presence_cutoff, session_export
 
 
 def _code_block(code: str | None):

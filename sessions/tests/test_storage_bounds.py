@@ -11,8 +11,9 @@ from django.db import connection
 from execution import sandbox
 from execution.services import execution_record
 from sessions import services
-from sessions.lifecycle import session_export, session_import
+from sessions.lifecycle import session_import
 from sessions.models import ChangeType, CodeSnapshot, HistoryEntry, InterviewSession
+from sessions.selectors import session_export
 from sessions.services import snapshot_create
 from sessions.tests.test_history import check_against_schema
 

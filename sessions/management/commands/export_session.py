@@ -5,7 +5,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from sessions.exceptions import SessionNotFound
-from sessions.lifecycle import session_export
+from sessions.selectors import session_export
 
 
 class Command(BaseCommand):

@@ -258,6 +258,24 @@ def history_codes_trim(*, session_id: uuid.UUID) -> int:
     return HistoryEntry.objects.filter(id__in=old).update(code_snapshot=None)
 
 
+def run_record(*, session_id, code: str, description: str) -> HistoryEntry:
+    """Record a run of code in its session's history (the description cut to what the column holds).
+
+    The session is locked while the entry is written, as edits lock it, so the run lands
+    between two batches of edits and ends the bursts of typing before it. Only the newest
+    SESSION_MAX_HISTORY_CODES entries with code keep it (see history_codes_trim)."""
+    with transaction.atomic():
+        session = session_lock(session_id)
+        entry = HistoryEntry.objects.create(
+            session=session,
+            change_type=ChangeType.EXECUTION,
+            description=description[: HistoryEntry._meta.get_field("description").max_length],
+            code_snapshot=code,
+        )
+        history_codes_trim(session_id=session.id)
+    return entry
+
+
 def session_delete(*, session_id) -> None:
     """Delete a session and everything it holds; connected clients are told and closed."""
     with transaction.atomic():

@@ -147,7 +147,7 @@ class TestOneTransaction:
             run(sid, f"r{i}")
         before = stored_history(sid)
         failing = _then_fail(services.history_codes_trim)
-        with mock.patch("execution.services.history_codes_trim", failing), pytest.raises(RuntimeError):
+        with mock.patch("sessions.services.history_codes_trim", failing), pytest.raises(RuntimeError):
             run(sid, "r3")
         assert stored_history(sid) == before == [(ChangeType.EXECUTION, f"r{i}") for i in range(3)]
 

@@ -3,7 +3,7 @@
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import DatabaseError, connection, transaction
@@ -11,6 +11,7 @@ from django.utils import timezone
 from rest_framework.exceptions import ValidationError
 
 from sessions import events, services
+from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_check, first_error
 from sessions.models import (
     CodeSnapshot,
@@ -20,6 +21,7 @@ from sessions.models import (
     Participant,
     ParticipantConnection,
 )
+from sessions.selectors import parse_session_id
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +124,21 @@ def sessions_purge_expired(*, older_than_hours: float = 0, dry_run: bool = False
     if report.sessions:
         logger.info("Purged expired sessions: %s", report.describe())
     return report
+
+
+def session_expiry_set(*, session_id, expires_at: datetime) -> InterviewSession:
+    """Set when a session expires, expired or not (staff may revive one); a session this
+    makes expired is ended as `session_end` ends it: its clients are closed (4404)."""
+    with transaction.atomic():
+        session = InterviewSession.objects.select_for_update().filter(pk=parse_session_id(session_id)).first()
+        if session is None:
+            raise SessionNotFound()
+        was_live = not session.is_expired
+        session.expires_at = expires_at
+        session.save(update_fields=["expires_at"])
+        if was_live and session.is_expired:
+            transaction.on_commit(partial(_announce_ended, [session.id], "ended"))
+    return session
 
 
 def session_end(*, session_id) -> None:

@@ -60,7 +60,7 @@ def execution_record(*, session_id, language: str, code: str, result: sandbox.Ex
         session_id=session_id, code=code, description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"
     )
     message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
-    events.publish(entry.session_id, events.group_event(message))
+    events.publish(entry.session_id, events.serialized_event(message))
 
 
 def sandbox_report() -> dict:

@@ -105,9 +105,9 @@ class ExportedSessionSerializer(serializers.Serializer):
     language = serializers.ChoiceField(choices=Language.values)
     version = ExportIntegerField(min_value=0)
     code = ExportTextField()
-    createdAt = ExportTimestampField()
-    codeModifiedAt = ExportTimestampField()
-    expiresAt = ExportTimestampField()
+    createdAt = ExportTimestampField(source="created_at")
+    codeModifiedAt = ExportTimestampField(source="code_modified_at")
+    expiresAt = ExportTimestampField(source="expires_at")
 
 
 class ExportedSnapshotSerializer(serializers.Serializer):
@@ -115,43 +115,44 @@ class ExportedSnapshotSerializer(serializers.Serializer):
     code = ExportTextField()
     language = serializers.ChoiceField(choices=Language.values)
     version = ExportIntegerField(min_value=0)
-    createdAt = ExportTimestampField()
+    createdAt = ExportTimestampField(source="created_at")
 
 
 class ExportedHistoryEntrySerializer(serializers.Serializer):
     timestamp = ExportTimestampField()
-    userId = _nullable_text(max_length=_max_length(HistoryEntry, "user_id"))
-    changeType = serializers.ChoiceField(choices=ChangeType.values)
+    userId = _nullable_text(source="user_id", max_length=_max_length(HistoryEntry, "user_id"))
+    changeType = serializers.ChoiceField(source="change_type", choices=ChangeType.values)
     description = ExportTextField(max_length=_max_length(HistoryEntry, "description"))
-    codeSnapshot = _nullable_text()
+    codeSnapshot = _nullable_text(source="code_snapshot")
     count = ExportIntegerField(min_value=1, required=False, default=1)
 
 
 class ExportedOperationSerializer(serializers.Serializer):
     version = ExportIntegerField(min_value=1)
-    userId = _nullable_text(max_length=_max_length(DocumentOperation, "user_id"))
+    userId = _nullable_text(source="user_id", max_length=_max_length(DocumentOperation, "user_id"))
     seq = ExportIntegerField(required=False, allow_null=True, default=None)
     changes = ExportChangesField()
-    createdAt = ExportTimestampField()
+    createdAt = ExportTimestampField(source="created_at")
 
 
 class ExportedParticipantSerializer(serializers.Serializer):
-    userId = ExportTextField(max_length=_max_length(Participant, "user_id"))
+    userId = ExportTextField(source="user_id", max_length=_max_length(Participant, "user_id"))
     name = ExportTextField(max_length=_max_length(Participant, "name"))
-    joinedAt = ExportTimestampField()
-    cursorPosition = ExportObjectField(required=False, allow_null=True, default=None)
+    joinedAt = ExportTimestampField(source="joined_at")
+    cursorPosition = ExportObjectField(source="cursor_position", required=False, allow_null=True, default=None)
 
 
-def _no_repeats(items: list[dict], key: str, where: str) -> None:
+def _no_repeats(items: list[dict], key: str, where: str, label: str | None = None) -> None:
     seen = set()
     for index, item in enumerate(items):
         if item[key] in seen:
-            raise serializers.ValidationError(f"{where}[{index}].{key} {item[key]!r} appears twice.")
+            raise serializers.ValidationError(f"{where}[{index}].{label or key} {item[key]!r} appears twice.")
         seen.add(item[key])
 
 
 class ExportSerializer(serializers.Serializer):
-    """A whole export (its `format` and `formatVersion` are checked before)."""
+    """A whole export (its `format` and `formatVersion` are checked before); validated, each
+    part holds its model's field names (`source`), ready to make its rows."""
 
     session = ExportedSessionSerializer()
     snapshots = ExportedSnapshotSerializer(many=True)
@@ -162,7 +163,7 @@ class ExportSerializer(serializers.Serializer):
     def validate(self, attrs: dict) -> dict:
         _no_repeats(attrs["snapshots"], "id", "snapshots")
         _no_repeats(attrs["operations"], "version", "operations")
-        _no_repeats(attrs["participants"], "userId", "participants")
+        _no_repeats(attrs["participants"], "user_id", "participants", "userId")
         version = attrs["session"]["version"]
         for index, operation in enumerate(attrs["operations"]):
             if operation["version"] > version:
@@ -177,8 +178,10 @@ def first_error(detail, where: str = "export") -> str:
     if isinstance(detail, dict):
         for key, value in detail.items():
             if value:
-                if key == "non_field_errors":
-                    return first_error(value, "")
+                if key == "non_field_errors":  # about the object at `where` as a whole
+                    return first_error(value, "" if where == "export" else where)
+                if isinstance(key, int):  # an item of a list, as DRF reports it
+                    return first_error(value, f"{where}[{key}]")
                 return first_error(value, f"{where}.{key}" if where and where != "export" else key)
     if isinstance(detail, list):
         for index, value in enumerate(detail):

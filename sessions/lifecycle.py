@@ -159,6 +159,15 @@ class _Parsed:
     participants: list[Participant]
 
 
+# An export's lists of rows, by the name it and _Parsed give them.
+_PARTS = {
+    "snapshots": CodeSnapshot,
+    "history": HistoryEntry,
+    "operations": DocumentOperation,
+    "participants": Participant,
+}
+
+
 def _parse(data: object) -> _Parsed:
     """Check an export completely (export_format's serializers) and build its (unsaved) rows."""
     if not isinstance(data, dict):
@@ -174,62 +183,9 @@ def _parse(data: object) -> _Parsed:
         export = export_check(data)
     except ValidationError as exc:
         raise SessionImportError(first_error(exc.detail)) from exc
-    meta = export["session"]
-    session = InterviewSession(
-        id=meta["id"],
-        title=meta["title"],
-        language=meta["language"],
-        version=meta["version"],
-        code=meta["code"],
-        created_at=meta["createdAt"],
-        code_modified_at=meta["codeModifiedAt"],
-        expires_at=meta["expiresAt"],
-    )
-    snapshots = [
-        CodeSnapshot(
-            id=item["id"],
-            session=session,
-            code=item["code"],
-            language=item["language"],
-            version=item["version"],
-            created_at=item["createdAt"],
-        )
-        for item in export["snapshots"]
-    ]
-    history = [
-        HistoryEntry(
-            session=session,
-            timestamp=item["timestamp"],
-            user_id=item["userId"],
-            change_type=item["changeType"],
-            description=item["description"],
-            code_snapshot=item["codeSnapshot"],
-            count=item["count"],
-        )
-        for item in export["history"]
-    ]
-    operations = [
-        DocumentOperation(
-            session=session,
-            version=item["version"],
-            user_id=item["userId"],
-            seq=item["seq"],
-            changes=item["changes"],
-            created_at=item["createdAt"],
-        )
-        for item in export["operations"]
-    ]
-    participants = [
-        Participant(
-            session=session,
-            user_id=item["userId"],
-            name=item["name"],
-            joined_at=item["joinedAt"],
-            cursor_position=item["cursorPosition"],
-        )
-        for item in export["participants"]
-    ]
-    return _Parsed(session, snapshots, history, operations, participants)
+    session = InterviewSession(**export["session"])
+    rows = {name: [model(session=session, **item) for item in export[name]] for name, model in _PARTS.items()}
+    return _Parsed(session, **rows)
 
 
 def session_import(*, data: dict, replace: bool = False) -> InterviewSession:

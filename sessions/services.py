@@ -135,7 +135,7 @@ def _notify_code_update(result: CodeChangeResult) -> None:
         user_id=result.user_id, code=result.code, changes=result.changes, version=result.version
     )
     transaction.on_commit(
-        lambda: events.publish(result.session_id, events.group_event(message, version=result.version))
+        lambda: events.publish(result.session_id, events.serialized_event(message, version=result.version))
     )
 
 
@@ -156,7 +156,7 @@ def language_change_locked(
     )
     message = events.language_changed_message(user_id=user_id, language=language)
     sid = session.id
-    transaction.on_commit(lambda: events.publish(sid, events.group_event(message, exclude=exclude)))
+    transaction.on_commit(lambda: events.publish(sid, events.serialized_event(message, exclude=exclude)))
     return True
 
 

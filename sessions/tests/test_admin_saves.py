@@ -4,20 +4,12 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from sessions.models import ChangeType, HistoryEntry, InterviewSession
 from sessions.services import session_create
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def admin_client(client):
-    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-1234567")
-    client.force_login(user)
-    return client
 
 
 def _change_url(session) -> str:

@@ -19,8 +19,8 @@ from collaboration.messages import MessageError
 from collaboration.presence import connection_closed, connection_opened, ensure_heartbeat
 from collaboration.services import participant_cursor_set, participant_join, participant_leave, welcome_state
 from collaboration.writer import Submission, get_writer
-from interview.errors import SessionNotFound
 from sessions import events
+from sessions.exceptions import SessionNotFound
 from sessions.selectors import parse_session_id
 from sessions.services import CodeChange, session_update
 

@@ -22,8 +22,8 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from interview.errors import SessionNotFound
 from sessions import events
+from sessions.exceptions import SessionNotFound
 from sessions.services import (
     CodeChange,
     CodeChangeResult,

@@ -4,12 +4,10 @@ import asyncio
 import weakref
 
 from django.conf import settings
-from django.db import transaction
 
 from execution import sandbox
 from sessions import events
-from sessions.models import ChangeType, HistoryEntry
-from sessions.services import history_codes_trim, session_lock
+from sessions.services import run_record
 
 
 def sandbox_config() -> sandbox.SandboxConfig:
@@ -56,23 +54,13 @@ async def execution_run(*, language: str, code: str, stdin: str, timeout_s: floa
 
 
 def execution_record(*, session_id, language: str, code: str, result: sandbox.ExecutionResult) -> None:
-    """Record a run in its session's history and send it to the session's clients.
-
-    The session is locked while the entry is written, as edits lock it, so the run lands
-    between two batches of edits and ends the bursts of typing before it. Only the newest
-    SESSION_MAX_HISTORY_CODES entries with code keep it (see history_codes_trim)."""
+    """Record a run in its session's history (`run_record`) and send it to the session's clients."""
     outcome = "succeeded" if result.success else (result.error or result.status)
-    with transaction.atomic():
-        session = session_lock(session_id)
-        HistoryEntry.objects.create(
-            session=session,
-            change_type=ChangeType.EXECUTION,
-            description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"[:500],
-            code_snapshot=code,
-        )
-        history_codes_trim(session_id=session.id)
+    entry = run_record(
+        session_id=session_id, code=code, description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"
+    )
     message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
-    events.publish(session.id, events.group_event(message))
+    events.publish(entry.session_id, events.serialized_event(message))
 
 
 def sandbox_report() -> dict:

@@ -8,6 +8,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from sessions.exceptions import SessionNotFound
+
 logger = logging.getLogger(__name__)
 
 # DRF's exception classes mapped to the codes clients see.
@@ -46,13 +48,6 @@ class ApiError(exceptions.APIException):
         super().__init__(detail=message, code=code)
 
 
-class SessionNotFound(ApiError):
-    """The session does not exist or has expired."""
-
-    def __init__(self, message: str = "Session not found or expired."):
-        super().__init__(status.HTTP_404_NOT_FOUND, "SESSION_NOT_FOUND", message)
-
-
 def error_body(status_code: int, code: str, message: str, fields: dict | None = None) -> dict:
     """Build the error body every endpoint answers with."""
     body = {"error": code, "message": message, "statusCode": status_code, "detail": message}
@@ -87,7 +82,9 @@ def _fields(detail) -> dict[str, list[str]]:
 
 def api_exception_handler(exc, context):
     """DRF's exception handler, answering every error in the contract's shape."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, SessionNotFound):
+        exc = ApiError(status.HTTP_404_NOT_FOUND, "SESSION_NOT_FOUND", exc.message)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()

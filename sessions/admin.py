@@ -9,10 +9,11 @@ from django.http import HttpResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from interview.errors import SessionNotFound
-from sessions.lifecycle import session_end, session_export, sessions_purge_expired
+from sessions.exceptions import SessionNotFound
+from sessions.lifecycle import session_end, session_expiry_set, sessions_purge_expired
 from sessions.models import CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession, Participant
-from sessions.selectors import presence_cutoff
+from sessions.selectors import presence_cutoff, session_export
+from sessions.services import session_update
 
 
 def _code_block(code: str | None):
@@ -125,6 +126,33 @@ class InterviewSessionAdmin(UuidSearchMixin, admin.ModelAdmin):
         if skipped:
             message += f" {skipped} {'was' if skipped == 1 else 'were'} not live."
         self.message_user(request, message, messages.SUCCESS if ended else messages.WARNING)
+
+    def save_model(self, request, obj, form, change):
+        """Edits go through the services, as the API's do: a language change is recorded and
+        announced, a title change recorded, and a session this makes expired is ended."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changed = set(form.changed_data)
+        revived = "expires_at" in changed and not obj.is_expired
+        if revived:
+            # Revive first, so that a language or title changed with it is a live session's change.
+            session_expiry_set(session_id=obj.pk, expires_at=obj.expires_at)
+        if changed & {"language", "title"}:
+            try:
+                session_update(
+                    session_id=obj.pk,
+                    language=obj.language if "language" in changed else None,
+                    title=obj.title,
+                    set_title="title" in changed,
+                )
+            except SessionNotFound:
+                # Expired: it answers 404 and nobody is connected, so there is nobody to tell.
+                InterviewSession.objects.filter(pk=obj.pk).update(
+                    **{name: getattr(obj, name) for name in changed & {"language", "title"}}
+                )
+        if "expires_at" in changed and not revived:
+            session_expiry_set(session_id=obj.pk, expires_at=obj.expires_at)
 
     @admin.display(boolean=True, description="live")
     def is_live(self, obj):

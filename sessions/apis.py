@@ -1,19 +1,17 @@
 """Thin REST views over the session services and selectors."""
 
 from django.conf import settings
-from django.contrib.auth import get_user
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
-from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from interview.errors import ApiError
 from interview.schema import error
 from interview.throttling import throttles_for
 from sessions import selectors, serializers, services
-from sessions.services import InvalidChange
+from sessions.exceptions import InvalidChange
+from sessions.permissions import IsSessionOwner
 
 SESSION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The session's UUID.")
 
@@ -71,6 +69,11 @@ class SessionViewSet(viewsets.ViewSet):
         self.response = self.request = None
         return response
 
+    def get_permissions(self):
+        if self.action == "destroy":
+            return [*super().get_permissions(), IsSessionOwner()]
+        return super().get_permissions()
+
     def get_throttles(self):
         if self.action == "code" and self.request.method != "POST":
             return []
@@ -105,26 +108,9 @@ class SessionViewSet(viewsets.ViewSet):
 
     def destroy(self, request, pk=None):
         session = selectors.session_get(session_id=pk)
-        self._check_owner(request, session)
+        self.check_object_permissions(request, session)
         services.session_delete(session_id=session.id)
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-    def _check_owner(self, request, session) -> None:
-        """The owner token, or a staff user logged in to the admin (CSRF-checked)."""
-        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            if services.session_owner_check(session=session, token=token.strip()):
-                return
-            raise ApiError(403, "FORBIDDEN", "The owner token does not match this session.")
-        # The API authenticates nobody (DRF has set request.user to None), so read the
-        # admin login from Django's session, and demand CSRF as any cookie login must.
-        user = get_user(request._request)
-        if user.is_active and user.is_staff:
-            SessionAuthentication().enforce_csrf(request)
-            return
-        raise ApiError(
-            401, "UNAUTHORIZED", "Deleting a session needs its owner token: Authorization: Bearer <ownerToken>."
-        )
 
     @extend_schema(
         methods=["GET"],

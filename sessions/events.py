@@ -42,14 +42,19 @@ def language_changed_message(*, user_id, language: str) -> dict:
     return wire_message("language-changed", {"language": language}, user_id)
 
 
-def group_event(message: dict, *, exclude: str | None = None, version: int | None = None) -> dict:
-    """Wrap a wire message for the group or one channel, serialised once for every receiver.
+def serialized_event(message: dict, *, exclude: str | None = None, version: int | None = None) -> dict:
+    """A wire message as a channel-layer event for the group or one channel, serialised to
+    JSON once here for every receiver.
 
     `exclude` names a channel that must not get it; `version` is the document version a
     code-update or code-ack stands for, by which each connection sends them in order.
     """
     text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
     return {"type": MESSAGE_EVENT, "text": text, "exclude": exclude, "version": version}
+
+
+# The name collaboration/ still calls it by, until it switches to serialized_event.
+group_event = serialized_event
 
 
 def ended_event(reason: str) -> dict:

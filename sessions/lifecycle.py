@@ -1,32 +1,29 @@
-"""A session's life beyond the API: ending it, purging expired ones, export and import."""
+"""A session's life beyond the API: ending it, purging expired ones, importing an export."""
 
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
-from interview.errors import SessionNotFound
-from sessions import document, events, services
+from sessions import events, services
+from sessions.exceptions import SessionNotFound
+from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_check, first_error
 from sessions.models import (
-    ChangeType,
     CodeSnapshot,
     DocumentOperation,
     HistoryEntry,
     InterviewSession,
-    Language,
     Participant,
     ParticipantConnection,
 )
 from sessions.selectors import parse_session_id
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FORMAT = "interview-session"
-EXPORT_FORMAT_VERSION = 1
 
 
 class SessionImportError(ValueError):
@@ -129,6 +126,21 @@ def sessions_purge_expired(*, older_than_hours: float = 0, dry_run: bool = False
     return report
 
 
+def session_expiry_set(*, session_id, expires_at: datetime) -> InterviewSession:
+    """Set when a session expires, expired or not (staff may revive one); a session this
+    makes expired is ended as `session_end` ends it: its clients are closed (4404)."""
+    with transaction.atomic():
+        session = InterviewSession.objects.select_for_update().filter(pk=parse_session_id(session_id)).first()
+        if session is None:
+            raise SessionNotFound()
+        was_live = not session.is_expired
+        session.expires_at = expires_at
+        session.save(update_fields=["expires_at"])
+        if was_live and session.is_expired:
+            transaction.on_commit(partial(_announce_ended, [session.id], "ended"))
+    return session
+
+
 def session_end(*, session_id) -> None:
     """End a live session now: it answers 404 from now on and its clients are closed (4404)."""
     with transaction.atomic():
@@ -136,153 +148,6 @@ def session_end(*, session_id) -> None:
         session.expires_at = timezone.now()
         session.save(update_fields=["expires_at"])
         transaction.on_commit(partial(_announce_ended, [session.id], "ended"))
-
-
-# --- export ------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def session_export(*, session_id) -> dict:
-    """Everything a session holds, JSON-ready, in the format `session_import` reads.
-
-    Expired sessions not yet purged export too. Fields are listed one by one, so a
-    field added to a model later (a secret, say) is never exported by accident; the
-    live connections are presence, not data, and are left out. The same session
-    always exports to the same dict.
-    """
-    sid = parse_session_id(session_id)
-    session = InterviewSession.objects.filter(pk=sid).first()
-    if session is None:
-        raise SessionNotFound(f"No session with id {sid}.")
-    return {
-        "format": EXPORT_FORMAT,
-        "formatVersion": EXPORT_FORMAT_VERSION,
-        "session": {
-            "id": str(session.id),
-            "title": session.title,
-            "language": session.language,
-            "version": session.version,
-            "code": session.code,
-            "createdAt": _iso(session.created_at),
-            "codeModifiedAt": _iso(session.code_modified_at),
-            "expiresAt": _iso(session.expires_at),
-        },
-        "snapshots": [
-            {
-                "id": str(snapshot.id),
-                "code": snapshot.code,
-                "language": snapshot.language,
-                "version": snapshot.version,
-                "createdAt": _iso(snapshot.created_at),
-            }
-            for snapshot in session.snapshots.order_by("created_at", "id")
-        ],
-        "history": [
-            {
-                "timestamp": _iso(entry.timestamp),
-                "userId": entry.user_id,
-                "changeType": entry.change_type,
-                "description": entry.description,
-                "codeSnapshot": entry.code_snapshot,
-                "count": entry.count,
-            }
-            for entry in session.history.order_by("id")
-        ],
-        "operations": [
-            {
-                "version": op.version,
-                "userId": op.user_id,
-                "seq": op.seq,
-                "changes": op.changes,
-                "createdAt": _iso(op.created_at),
-            }
-            for op in session.operations.order_by("version")
-        ],
-        "participants": [
-            {
-                "userId": participant.user_id,
-                "name": participant.name,
-                "joinedAt": _iso(participant.joined_at),
-                "cursorPosition": participant.cursor_position,
-            }
-            for participant in session.participants.order_by("joined_at", "user_id")
-        ],
-    }
-
-
-# --- import ------------------------------------------------------------------------
-
-_MISSING = object()
-
-
-def _value(obj: dict, key: str, where: str, default=_MISSING):
-    if key in obj:
-        return obj[key]
-    if default is _MISSING:
-        raise SessionImportError(f"{where}.{key} is missing.")
-    return default
-
-
-def _text(
-    obj: dict, key: str, where: str, *, nullable: bool = False, max_length: int | None = None, choices=None
-) -> str | None:
-    value = _value(obj, key, where, None if nullable else _MISSING)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, str):
-        raise SessionImportError(f"{where}.{key} must be a string{' or null' if nullable else ''}.")
-    if max_length is not None and len(value) > max_length:
-        raise SessionImportError(f"{where}.{key} is longer than {max_length} characters.")
-    if choices is not None and value not in choices:
-        raise SessionImportError(f"{where}.{key} must be one of {', '.join(choices)}, not {value!r}.")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise SessionImportError(f"{where}.{key} holds a lone surrogate.") from exc
-    return value
-
-
-def _integer(obj: dict, key: str, where: str, *, nullable: bool = False, minimum: int | None = 0) -> int | None:
-    value = _value(obj, key, where, None if nullable else _MISSING)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise SessionImportError(f"{where}.{key} must be an integer{' or null' if nullable else ''}.")
-    if minimum is not None and value < minimum:
-        raise SessionImportError(f"{where}.{key} must be at least {minimum}.")
-    return value
-
-
-def _timestamp(obj: dict, key: str, where: str) -> datetime:
-    value = _value(obj, key, where)
-    if not isinstance(value, str):
-        raise SessionImportError(f"{where}.{key} must be an ISO 8601 timestamp.")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise SessionImportError(f"{where}.{key} is not an ISO 8601 timestamp: {value!r}.") from exc
-    if parsed.tzinfo is None:
-        raise SessionImportError(f"{where}.{key} has no time zone: {value!r}.")
-    return parsed.astimezone(UTC)
-
-
-def _objects(data: dict, key: str) -> list[dict]:
-    items = _value(data, key, "export")
-    if not isinstance(items, list):
-        raise SessionImportError(f"export.{key} must be a list.")
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise SessionImportError(f"export.{key}[{index}] must be an object.")
-    return items
-
-
-def _field_length(model, name: str) -> int:
-    return model._meta.get_field(name).max_length
 
 
 @dataclass
@@ -294,8 +159,17 @@ class _Parsed:
     participants: list[Participant]
 
 
+# An export's lists of rows, by the name it and _Parsed give them.
+_PARTS = {
+    "snapshots": CodeSnapshot,
+    "history": HistoryEntry,
+    "operations": DocumentOperation,
+    "participants": Participant,
+}
+
+
 def _parse(data: object) -> _Parsed:
-    """Check an export completely and build its (unsaved) rows."""
+    """Check an export completely (export_format's serializers) and build its (unsaved) rows."""
     if not isinstance(data, dict):
         raise SessionImportError("An export must be a JSON object.")
     if data.get("format") != EXPORT_FORMAT:
@@ -305,110 +179,13 @@ def _parse(data: object) -> _Parsed:
             f"Unsupported export format version {data.get('formatVersion')!r} (this server reads "
             f"{EXPORT_FORMAT_VERSION})."
         )
-    meta = _value(data, "session", "export")
-    if not isinstance(meta, dict):
-        raise SessionImportError("export.session must be an object.")
-    languages = [choice.value for choice in Language]
-    raw_id = _text(meta, "id", "session")
     try:
-        session_id = uuid.UUID(raw_id)
-    except ValueError as exc:
-        raise SessionImportError(f"session.id is not a UUID: {raw_id!r}.") from exc
-    session = InterviewSession(
-        id=session_id,
-        title=_text(meta, "title", "session", nullable=True, max_length=_field_length(InterviewSession, "title")),
-        language=_text(meta, "language", "session", choices=languages),
-        version=_integer(meta, "version", "session"),
-        code=_text(meta, "code", "session"),
-        created_at=_timestamp(meta, "createdAt", "session"),
-        code_modified_at=_timestamp(meta, "codeModifiedAt", "session"),
-        expires_at=_timestamp(meta, "expiresAt", "session"),
-    )
-
-    snapshots, snapshot_ids = [], set()
-    for index, item in enumerate(_objects(data, "snapshots")):
-        where = f"snapshots[{index}]"
-        raw = _text(item, "id", where)
-        try:
-            snapshot_id = uuid.UUID(raw)
-        except ValueError as exc:
-            raise SessionImportError(f"{where}.id is not a UUID: {raw!r}.") from exc
-        if snapshot_id in snapshot_ids:
-            raise SessionImportError(f"{where}.id {snapshot_id} appears twice.")
-        snapshot_ids.add(snapshot_id)
-        snapshots.append(
-            CodeSnapshot(
-                id=snapshot_id,
-                session=session,
-                code=_text(item, "code", where),
-                language=_text(item, "language", where, choices=languages),
-                version=_integer(item, "version", where),
-                created_at=_timestamp(item, "createdAt", where),
-            )
-        )
-
-    history = []
-    change_types = [choice.value for choice in ChangeType]
-    for index, item in enumerate(_objects(data, "history")):
-        where = f"history[{index}]"
-        history.append(
-            HistoryEntry(
-                session=session,
-                timestamp=_timestamp(item, "timestamp", where),
-                user_id=_text(item, "userId", where, nullable=True, max_length=_field_length(HistoryEntry, "user_id")),
-                change_type=_text(item, "changeType", where, choices=change_types),
-                description=_text(item, "description", where, max_length=_field_length(HistoryEntry, "description")),
-                code_snapshot=_text(item, "codeSnapshot", where, nullable=True),
-                count=_integer(item, "count", where, minimum=1) if "count" in item else 1,
-            )
-        )
-
-    operations, versions = [], set()
-    for index, item in enumerate(_objects(data, "operations")):
-        where = f"operations[{index}]"
-        version = _integer(item, "version", where, minimum=1)
-        if version > session.version:
-            raise SessionImportError(f"{where}.version {version} is beyond the session's version {session.version}.")
-        if version in versions:
-            raise SessionImportError(f"{where}.version {version} appears twice.")
-        versions.add(version)
-        try:
-            changes = document.normalize(_value(item, "changes", where), None)
-        except document.ChangeError as exc:
-            raise SessionImportError(f"{where}.changes: {exc}.") from exc
-        operations.append(
-            DocumentOperation(
-                session=session,
-                version=version,
-                user_id=_text(
-                    item, "userId", where, nullable=True, max_length=_field_length(DocumentOperation, "user_id")
-                ),
-                seq=_integer(item, "seq", where, nullable=True, minimum=None),
-                changes=changes,
-                created_at=_timestamp(item, "createdAt", where),
-            )
-        )
-
-    participants, user_ids = [], set()
-    for index, item in enumerate(_objects(data, "participants")):
-        where = f"participants[{index}]"
-        user_id = _text(item, "userId", where, max_length=_field_length(Participant, "user_id"))
-        if user_id in user_ids:
-            raise SessionImportError(f"{where}.userId {user_id!r} appears twice.")
-        user_ids.add(user_id)
-        cursor = item.get("cursorPosition")
-        if cursor is not None and not isinstance(cursor, dict):
-            raise SessionImportError(f"{where}.cursorPosition must be an object or null.")
-        participants.append(
-            Participant(
-                session=session,
-                user_id=user_id,
-                name=_text(item, "name", where, max_length=_field_length(Participant, "name")),
-                joined_at=_timestamp(item, "joinedAt", where),
-                cursor_position=cursor,
-            )
-        )
-    return _Parsed(session, snapshots, history, operations, participants)
+        export = export_check(data)
+    except ValidationError as exc:
+        raise SessionImportError(first_error(exc.detail)) from exc
+    session = InterviewSession(**export["session"])
+    rows = {name: [model(session=session, **item) for item in export[name]] for name, model in _PARTS.items()}
+    return _Parsed(session, **rows)
 
 
 def session_import(*, data: dict, replace: bool = False) -> InterviewSession:

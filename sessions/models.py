@@ -13,6 +13,12 @@ class Language(models.TextChoices):
     CPP = "cpp", "C++"
 
 
+# The longest title, participant name and user id: the columns' widths, and the one definition
+# of each limit (the REST serializers, the import and the WebSocket messages read them here).
+TITLE_MAX_LENGTH = 200
+NAME_MAX_LENGTH = 100
+USER_ID_MAX_LENGTH = 128
+
 STARTER_CODE = {
     Language.JAVASCRIPT: "// Write your JavaScript solution here\n",
     Language.PYTHON: "# Write your Python solution here\n",
@@ -25,7 +31,7 @@ class InterviewSession(models.Model):
     """One interview: a shared document with a version that rises by one per change."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    title = models.CharField(max_length=200, null=True, blank=True)
+    title = models.CharField(max_length=TITLE_MAX_LENGTH, null=True, blank=True)
     language = models.CharField(max_length=16, choices=Language.choices, default=Language.JAVASCRIPT)
     code = models.TextField(blank=True, default="")
     version = models.PositiveBigIntegerField(default=0)
@@ -86,7 +92,7 @@ class HistoryEntry(models.Model):
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="history")
     timestamp = models.DateTimeField(default=timezone.now)
-    user_id = models.CharField(max_length=128, null=True, blank=True)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, null=True, blank=True)
     change_type = models.CharField(max_length=32, choices=ChangeType.choices)
     description = models.CharField(max_length=500)
     code_snapshot = models.TextField(null=True, blank=True)
@@ -114,7 +120,7 @@ class DocumentOperation(models.Model):
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="operations")
     version = models.PositiveBigIntegerField(help_text="The version this change produced.")
-    user_id = models.CharField(max_length=128, null=True, blank=True)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, null=True, blank=True)
     seq = models.BigIntegerField(null=True, blank=True)
     # Hash of the request (base version and changes as sent) that made this change, so
     # that only the same request with the same (user_id, seq) counts as a resend.
@@ -137,8 +143,8 @@ class Participant(models.Model):
     """A user who joined a session; present while one of their connections is alive."""
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="participants")
-    user_id = models.CharField(max_length=128)
-    name = models.CharField(max_length=100)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH)
+    name = models.CharField(max_length=NAME_MAX_LENGTH)
     joined_at = models.DateTimeField(default=timezone.now)
     cursor_position = models.JSONField(null=True, blank=True)
 

@@ -1,13 +1,16 @@
-"""Reads of sessions and what hangs off them."""
+"""Reads of sessions and what hangs off them: a live session, who is here, history, the
+welcome a new connection gets, and a session's export."""
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Func, IntegerField
 from django.utils import timezone
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
+from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION
 from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection
 
 
@@ -80,3 +83,94 @@ def history_codes(*, entry_ids: list[int]) -> dict[int, str]:
     if not entry_ids:
         return {}
     return dict(HistoryEntry.objects.filter(pk__in=entry_ids).values_list("pk", "code_snapshot"))
+
+
+@dataclass(frozen=True)
+class Welcome:
+    session_id: uuid.UUID
+    code: str
+    language: str
+    version: int
+    participants: list[dict]
+    expires_at: object
+
+
+def welcome_state(*, session_id) -> Welcome:
+    """What a new connection is told: the document, its version and who is here."""
+    session = session_get(session_id=session_id)
+    people = [{"userId": p.user_id, "name": p.name} for p in participants_active(session=session)]
+    return Welcome(session.id, session.code, session.language, session.version, people, session.expires_at)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def session_export(*, session_id) -> dict:
+    """Everything a session holds, JSON-ready, in the format `session_import` reads.
+
+    Expired sessions not yet purged export too. Fields are listed one by one, so a
+    field added to a model later (a secret, say) is never exported by accident; the
+    live connections are presence, not data, and are left out. The same session
+    always exports to the same dict.
+    """
+    sid = parse_session_id(session_id)
+    session = InterviewSession.objects.filter(pk=sid).first()
+    if session is None:
+        raise SessionNotFound(f"No session with id {sid}.")
+    return {
+        "format": EXPORT_FORMAT,
+        "formatVersion": EXPORT_FORMAT_VERSION,
+        "session": {
+            "id": str(session.id),
+            "title": session.title,
+            "language": session.language,
+            "version": session.version,
+            "code": session.code,
+            "createdAt": _iso(session.created_at),
+            "codeModifiedAt": _iso(session.code_modified_at),
+            "expiresAt": _iso(session.expires_at),
+        },
+        "snapshots": [
+            {
+                "id": str(snapshot.id),
+                "code": snapshot.code,
+                "language": snapshot.language,
+                "version": snapshot.version,
+                "createdAt": _iso(snapshot.created_at),
+            }
+            for snapshot in session.snapshots.order_by("created_at", "id")
+        ],
+        "history": [
+            {
+                "timestamp": _iso(entry.timestamp),
+                "userId": entry.user_id,
+                "changeType": entry.change_type,
+                "description": entry.description,
+                "codeSnapshot": entry.code_snapshot,
+                "count": entry.count,
+            }
+            for entry in session.history.order_by("id")
+        ],
+        "operations": [
+            {
+                "version": op.version,
+                "userId": op.user_id,
+                "seq": op.seq,
+                "changes": op.changes,
+                "createdAt": _iso(op.created_at),
+            }
+            for op in session.operations.order_by("version")
+        ],
+        "participants": [
+            {
+                "userId": participant.user_id,
+                "name": participant.name,
+                "joinedAt": _iso(participant.joined_at),
+                "cursorPosition": participant.cursor_position,
+            }
+            for participant in session.participants.order_by("joined_at", "user_id")
+        ],
+    }

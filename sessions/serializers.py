@@ -5,7 +5,7 @@ from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 
-from sessions.models import Language
+from sessions.models import TITLE_MAX_LENGTH, Language
 
 
 class StrictCharField(serializers.CharField):
@@ -60,7 +60,7 @@ def language_field(**kwargs):
 class SessionCreateSerializer(serializers.Serializer):
     language = language_field(required=False, default=Language.JAVASCRIPT)
     title = StrictCharField(
-        required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH, default=None
+        required=False, allow_null=True, allow_blank=True, max_length=TITLE_MAX_LENGTH, default=None
     )
     expiresIn = StrictIntegerField(
         required=False,
@@ -74,7 +74,7 @@ class SessionCreateSerializer(serializers.Serializer):
 @extend_schema_serializer(examples=[OpenApiExample("Switch to Java", value={"language": "java"})])
 class SessionUpdateSerializer(serializers.Serializer):
     language = language_field(required=False)
-    title = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=settings.MAX_TITLE_LENGTH)
+    title = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=TITLE_MAX_LENGTH)
 
 
 _SESSION_EXAMPLE = {

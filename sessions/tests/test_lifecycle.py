@@ -18,13 +18,12 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from interview.errors import SessionNotFound
+from sessions.exceptions import SessionNotFound
+from sessions.export_format import EXPORT_FORMAT
 from sessions.lifecycle import (
-    EXPORT_FORMAT,
     PurgeReport,
     SessionImportError,
     session_end,
-    session_export,
     session_import,
     sessions_purge_expired,
 )
@@ -36,6 +35,7 @@ from sessions.models import (
     Participant,
     ParticipantConnection,
 )
+from sessions.selectors import session_export
 from sessions.services import CodeChange, code_change_apply, session_create, session_update, snapshot_create
 
 CHANGELIST = "/admin/interview_sessions/interviewsession/"

@@ -7,11 +7,11 @@ import pytest
 from django.db import connection
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
+from sessions.editing.operation_cache import OperationCache
 from sessions.models import DocumentOperation, InterviewSession
 from sessions.services import (
     CodeChange,
     ResyncRequired,
-    _RecentOperations,
     code_change_apply,
     session_cache_forget,
     session_create,
@@ -105,7 +105,7 @@ class TestSessionLogBound:
 class TestOperationCacheBound:
     def test_many_sessions_stay_within_the_byte_budget(self):
         """Large change lists in many sessions: the cache drops the least recent sessions to fit."""
-        cache = _RecentOperations(max_bytes=1_000_000)
+        cache = OperationCache(max_bytes=1_000_000)
         sessions = [uuid.uuid4() for _ in range(50)]
         for sid in sessions:
             cache.add(
@@ -118,7 +118,7 @@ class TestOperationCacheBound:
 
     def test_one_session_over_the_budget_keeps_its_newest_versions(self):
         """A session whose recent changes alone pass the budget keeps the newest that fit."""
-        cache = _RecentOperations(max_bytes=1_000_000)
+        cache = OperationCache(max_bytes=1_000_000)
         sid = uuid.uuid4()
         cache.add(
             sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "z" * 300_000}], None, f"d{v}") for v in range(1, 11)]
@@ -131,7 +131,7 @@ class TestOperationCacheBound:
 
     def test_forget_releases_the_bytes(self):
         """Forgetting a session gives its bytes back."""
-        cache = _RecentOperations(max_bytes=1_000_000)
+        cache = OperationCache(max_bytes=1_000_000)
         sid = uuid.uuid4()
         cache.add(sid, [(1, None, None, [{"from": 0, "to": 0, "insert": "a" * 1000}], None, "d")])
         cache.forget(sid)

@@ -11,8 +11,9 @@ from django.db import connection
 from execution import sandbox
 from execution.services import execution_record
 from sessions import services
-from sessions.lifecycle import session_export, session_import
+from sessions.lifecycle import session_import
 from sessions.models import ChangeType, CodeSnapshot, HistoryEntry, InterviewSession
+from sessions.selectors import session_export
 from sessions.services import snapshot_create
 from sessions.tests.test_history import check_against_schema
 
@@ -146,7 +147,7 @@ class TestOneTransaction:
             run(sid, f"r{i}")
         before = stored_history(sid)
         failing = _then_fail(services.history_codes_trim)
-        with mock.patch("execution.services.history_codes_trim", failing), pytest.raises(RuntimeError):
+        with mock.patch("sessions.services.history_codes_trim", failing), pytest.raises(RuntimeError):
             run(sid, "r3")
         assert stored_history(sid) == before == [(ChangeType.EXECUTION, f"r{i}") for i in range(3)]
 

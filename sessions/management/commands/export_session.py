@@ -4,8 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from interview.errors import SessionNotFound
-from sessions.lifecycle import session_export
+from sessions.exceptions import SessionNotFound
+from sessions.selectors import session_export
 
 
 class Command(BaseCommand):

@@ -1,0 +1,164 @@
+"""A locked session's document while a batch of changes is rebased and applied to it in
+memory, then written (text, operation log, history) in a few statements."""
+
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from sessions import document, store
+from sessions.editing.changes import CodeChange, CodeChangeResult
+from sessions.editing.edit_history import edits_record
+from sessions.editing.operation_cache import operation_cache
+from sessions.editing.work_budget import current_budget, rebase_work
+from sessions.exceptions import Deferred, InvalidChange, ResyncRequired
+from sessions.models import DocumentOperation
+
+
+def _check_size(code: str) -> None:
+    limit = settings.MAX_CODE_BYTES
+    # Every character is at most 4 bytes: most documents need no encoding to check.
+    if len(code) * 4 > limit and len(code.encode("utf-8", "surrogatepass")) > limit:
+        raise InvalidChange(f"The code would exceed the limit of {limit} bytes.")
+
+
+def _length_delta(changes: list) -> int:
+    return sum(document.utf16_len(c["insert"]) - (c["to"] - c["from"]) for c in changes)
+
+
+class LockedDocument:
+    """A locked session's document while a batch of changes is applied to it in memory;
+    `flush` writes the text, the operation log and history in a few statements."""
+
+    def __init__(self, session_id: uuid.UUID, code: str, version: int, changes: list[CodeChange]):
+        self.session_id = session_id
+        self.code = code
+        self.version = version
+        self.stored_version = version
+        self.modified_at = None
+        self.new_ops: list[tuple] = []
+        self.edits: list[tuple[str | None, object]] = []
+        # Set once a change of this batch was deferred: the later ones wait for the next round too.
+        self.deferring = False
+        self.applied_seqs = operation_cache.applied_seqs(
+            session_id,
+            {(c.user_id, c.seq, c.digest) for c in changes if c.seq is not None and c.user_id is not None},
+            version,
+        )
+
+    def _log_since(self, base: int) -> list:
+        """The change lists accepted after `base`, from the cache, the database and this batch."""
+        stored = []
+        if base < self.stored_version:
+            stored = operation_cache.since(self.session_id, base, self.stored_version)
+            if stored is None:
+                stored = []
+                size = 0
+                rows = (
+                    DocumentOperation.objects.filter(session_id=self.session_id, version__gt=base)
+                    .order_by("version")
+                    .values_list("changes", flat=True)
+                )
+                for changes in rows.iterator(chunk_size=100):
+                    stored.append(changes)
+                    size += len(changes)
+                    if size > settings.OT_MAX_REBASE_WORK:
+                        # No need to decode the rest of a log too large to rebase over.
+                        raise ResyncRequired(self.code, self.version)
+                if len(stored) != self.stored_version - base:
+                    # Older operations were purged: nothing to rebase over.
+                    raise ResyncRequired(self.code, self.version)
+        return stored + [op[3] for op in self.new_ops if op[0] > base]
+
+    def _rebase(self, change: CodeChange) -> list:
+        budget = current_budget.get()
+        if budget is not None and self.deferring:
+            # A change to this document was left for the next round: so are the later ones.
+            raise Deferred()
+        if change.changes is None:
+            return document.diff(self.code, document.line_breaks(change.code or ""))
+        # As the editors will hold it: CodeMirror turns each insert's CR LF and CR into LF.
+        ours = document.line_breaks_in_inserts(change.changes)
+        base = change.base_version if change.base_version is not None else self.version
+        if base > self.version or base < 0:
+            raise InvalidChange(f"Unknown base version {base}; the document is at {self.version}.")
+        behind = self.version - base
+        if behind > settings.OT_MAX_REBASE_VERSIONS:
+            raise ResyncRequired(self.code, self.version)
+        # The work one message may cause is bounded before any of it is done: a long
+        # change list far behind must resync (its sender then rebases it, not the server).
+        work = rebase_work(len(change.changes), behind)
+        if work > settings.OT_MAX_REBASE_WORK:
+            raise ResyncRequired(self.code, self.version)
+        if budget is not None:
+            if budget.spent and budget.spent + work > budget.limit:
+                self.deferring = True
+                raise Deferred()
+            budget.spent += max(work, 1)
+        length = document.utf16_len(self.code)
+        if base == self.version:
+            return document.normalize(ours, length)
+        log = self._log_since(base)
+        log_changes = sum(len(op) for op in log)
+        if rebase_work(len(change.changes), behind, log_changes) > settings.OT_MAX_REBASE_WORK:
+            raise ResyncRequired(self.code, self.version)
+        if budget is not None:
+            budget.spent += log_changes
+        # Validate against the document the client saw: its length is the current one
+        # less what each change accepted since added.
+        base_length = length - sum(_length_delta(op) for op in log)
+        ours = document.normalize(ours, base_length)
+        return document.transform_over_log(ours, log, length=base_length)
+
+    def apply(self, change: CodeChange) -> CodeChangeResult:
+        """Apply one change in memory; a rejected change leaves the document as it was.
+
+        A delta always takes a version, even one that rebases to nothing (its text was
+        deleted meanwhile), so every accepted delta is acknowledged with its own version
+        and every client counts the same versions. An unchanged full text takes none.
+        """
+        key = None
+        if change.seq is not None and change.user_id is not None:
+            # (user_id, seq) alone is a claim anyone can make, and two tabs of one user both
+            # count from 1: only the same request is a resend, and never one this
+            # connection was sent as another's change (see CodeChange.connection_version).
+            key = (change.user_id, change.seq, change.digest)
+            earlier = self.applied_seqs.get(key)
+            if earlier is not None and (change.connection_version is None or earlier <= change.connection_version):
+                return CodeChangeResult(self.session_id, earlier, self.code, [], change.user_id, True)
+        try:
+            changes = self._rebase(change)
+            new_code = document.apply(self.code, changes) if changes else self.code
+        except document.ChangeError as exc:
+            raise InvalidChange(str(exc)) from exc
+        if any("\x00" in c["insert"] for c in changes):
+            # PostgreSQL cannot store it, and the REST API refuses it too.
+            raise InvalidChange("The code may not contain NUL characters.")
+        if not changes and change.changes is None:
+            return CodeChangeResult(self.session_id, self.version, self.code, [], change.user_id)
+        _check_size(new_code)
+        now = timezone.now()
+        self.code = new_code
+        self.version += 1
+        if changes:
+            self.modified_at = now
+        self.new_ops.append((self.version, change.user_id, change.seq, changes, now, key[2] if key else ""))
+        if key is not None:
+            self.applied_seqs[key] = self.version
+        self.edits.append((change.user_id, now))
+        return CodeChangeResult(self.session_id, self.version, new_code, changes, change.user_id, new_version=True)
+
+    def flush(self, *, record_edits: bool = True) -> None:
+        if not self.new_ops:
+            return
+        store.save_document(
+            self.session_id, code=self.code, version=self.version, modified_at=self.modified_at, operations=self.new_ops
+        )
+        operations, session_id = self.new_ops, self.session_id
+        transaction.on_commit(lambda: operation_cache.add(session_id, operations))
+        if record_edits:
+            edits_record(session_id, self.edits)
+        self.stored_version = self.version
+        self.new_ops = []
+        self.edits = []

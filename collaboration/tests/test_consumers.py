@@ -7,22 +7,15 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, join
+from collaboration.tests.helpers import close_all, join, receive_type
 from collaboration.tests.otclient import OTClient
 from interview.asgi import application
 from interview.testing import PatientCommunicator, eventually
 from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Participant
 from sessions.services import session_delete, session_update, snapshot_create
+from sessions.tests.factories import snapshot_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def receive_type(communicator, type_, timeout=2):  # noqa: ASYNC109 - passed to the communicator
-    """The next message of `type_`, skipping others."""
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        if message["type"] == type_:
-            return message
 
 
 async def error_code(communicator) -> str:
@@ -271,8 +264,7 @@ class TestEditing:
 
     async def test_concurrent_deltas_are_transformed(self, new_session, open_socket):
         """Two deltas on the same version both apply; the later is rebased over the earlier."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="abc")
+        session = await new_session(code="abc")
         a, b = await open_socket(session.id), await open_socket(session.id)
         await join(a, "ua")
         await join(b, "ub")
@@ -298,8 +290,7 @@ class TestEditing:
 
     async def test_astral_offsets_count_utf16_units(self, new_session, open_socket):
         """Offsets after an emoji count it as two units, as a browser does."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀b")
+        session = await new_session(code="😀b")
         ws = await open_socket(session.id)
         await join(ws, "u")
         version = ws.welcome["data"]["version"]
@@ -322,8 +313,7 @@ class TestEditing:
     )
     async def test_bad_ranges_are_invalid_and_change_nothing(self, new_session, open_socket, changes):
         """Out of bounds, overlapping or pair-splitting ranges are INVALID_MESSAGE; nothing changes."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀abc")
+        session = await new_session(code="😀abc")
         ws = await open_socket(session.id)
         await join(ws, "u")
         version = ws.welcome["data"]["version"]
@@ -335,8 +325,7 @@ class TestEditing:
 
     async def test_resent_seq_is_acknowledged_not_applied_twice(self, new_session, open_socket):
         """A delta resent with the same userId and seq (after a reconnect) is acked again only."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="")
+        session = await new_session(code="")
         ws = await open_socket(session.id)
         await join(ws, "typist")
         version = ws.welcome["data"]["version"]
@@ -364,7 +353,7 @@ class TestEditing:
         ws = await open_socket(session.id)
         await join(ws, "u")
         for i in range(3):
-            await database_sync_to_async(snapshot_create)(session_id=session.id, code=f"v{i}")
+            await database_sync_to_async(snapshot_make)(session.id, f"v{i}")
         await ws.send_json_to(
             {"type": "code-update", "data": {"changes": [{"from": 0, "to": 0, "insert": "x"}], "version": 0}}
         )
@@ -398,8 +387,7 @@ class TestEditing:
         import random
 
         rng = random.Random(7)
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="start😀\n")
+        session = await new_session(code="start😀\n")
         sockets = [await open_socket(session.id) for _ in range(3)]
         clients = [OTClient(s.welcome["data"]["currentCode"], s.welcome["data"]["version"]) for s in sockets]
         for i, ws in enumerate(sockets):

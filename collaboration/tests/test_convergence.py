@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 from collaboration.tests.otclient import OTClient, boundaries
 from sessions.models import DocumentOperation, InterviewSession
-from sessions.services import CodeChange, CodeChangeResult, code_changes_apply, session_create, snapshot_create
+from sessions.services import CodeChange, CodeChangeResult, code_changes_apply
+from sessions.tests.factories import session_make
 
 pytestmark = pytest.mark.django_db
 
@@ -17,8 +18,7 @@ INSERTS = ["a", "bc", "😀", "𝄞x", "\n", ""]
 @given(data=st.data())
 def test_three_clients_converge_through_the_service(db, data):
     """Random edits, batches and delivery orders: every client ends with the stored text and version."""
-    session = session_create()
-    snapshot_create(session_id=session.id, code="ab😀c\n")
+    session = session_make(code="ab😀c\n")
     row = InterviewSession.objects.get(pk=session.id)
     clients = [OTClient(row.code, row.version) for _ in range(3)]
     inbox: list[list[tuple]] = [[] for _ in clients]  # per client, FIFO: ("remote", changes, v) | ("ack", v)

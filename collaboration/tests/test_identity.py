@@ -6,22 +6,14 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, join
+from collaboration.tests.helpers import close_all, get_document, join, receive_type
 from collaboration.tests.otclient import OTClient
-from sessions.models import DocumentOperation, InterviewSession, Participant
-from sessions.services import session_cache_forget, snapshot_create
+from sessions.models import DocumentOperation, Participant
+from sessions.services import session_cache_forget
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOOP = [{"from": 0, "to": 0, "insert": ""}]
-
-
-async def receive_type(communicator, type_, timeout=5):  # noqa: ASYNC109 - passed to the communicator
-    """The next message of `type_`, skipping others."""
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        if message["type"] == type_:
-            return message
 
 
 async def until_pong(communicator) -> list[dict]:
@@ -42,19 +34,7 @@ def delta(changes, version, seq=None, user_id=None) -> dict:
     return message
 
 
-def document(session_id):
-    row = InterviewSession.objects.get(pk=session_id)
-    return row.code, row.version, row.language
-
-
-get_document = database_sync_to_async(document)
 operations = database_sync_to_async(lambda sid: DocumentOperation.objects.filter(session_id=sid).count())
-
-
-async def edited_session(new_session, code="abc"):
-    session = await new_session()
-    await database_sync_to_async(snapshot_create)(session_id=session.id, code=code)
-    return session
 
 
 async def settle(ws, client: OTClient, version: int) -> None:
@@ -84,7 +64,7 @@ class TestBeforeJoin:
     )
     async def test_edit_cursor_and_language_before_join_are_refused(self, new_session, open_socket, message):
         """Before join, edits, cursors and language changes are INVALID_MESSAGE and change nothing."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         watcher, ws = await open_socket(session.id), await open_socket(session.id)
         await join(watcher, "watcher")
         before = await get_document(session.id)
@@ -112,7 +92,7 @@ class TestBeforeJoin:
 
     async def test_a_socket_that_never_joined_cannot_use_alices_seqs(self, new_session, open_socket):
         """The attack: empty deltas as alice (seq 2-5) from a never-joined socket are refused; her seq 2 applies."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         alice, attacker = await open_socket(session.id), await open_socket(session.id)
         await join(alice, "alice", "Alice")
         version = alice.welcome["data"]["version"]
@@ -129,7 +109,7 @@ class TestBeforeJoin:
 class TestJoinedIdentity:
     async def test_a_message_naming_another_user_is_refused(self, new_session, open_socket):
         """After join, a userId other than the joined one is INVALID_MESSAGE; no userId means the joined user."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         ws = await open_socket(session.id)
         await join(ws, "alice")
         version = ws.welcome["data"]["version"]
@@ -150,7 +130,7 @@ class TestJoinedIdentity:
 
     async def test_a_socket_joined_as_alice_cannot_swallow_her_edit(self, new_session, open_socket):
         """Joined as alice too, empty deltas with seq 2-5 are changes of their own; her real seq 2 still applies."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         alice, attacker = await open_socket(session.id), await open_socket(session.id)
         await join(alice, "alice", "Alice")
         await join(attacker, "alice", "Alice")
@@ -165,7 +145,7 @@ class TestJoinedIdentity:
 
     async def test_two_tabs_of_one_user_with_the_same_seqs_all_apply(self, new_session, open_socket):
         """Two tabs of one userId both count seq from 1 with different edits: every edit applies, all converge."""
-        session = await edited_session(new_session, "")
+        session = await new_session(code="")
         tabs = [await open_socket(session.id), await open_socket(session.id)]
         clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
         version = clients[0].version
@@ -185,7 +165,7 @@ class TestJoinedIdentity:
 
     async def test_two_tabs_sending_the_identical_request_both_apply(self, new_session, open_socket):
         """The same seq, base and change from two tabs is two changes: the second tab got the first as a broadcast."""
-        session = await edited_session(new_session, "abc")
+        session = await new_session(code="abc")
         tabs = [await open_socket(session.id), await open_socket(session.id)]
         clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
         version = clients[0].version
@@ -203,7 +183,7 @@ class TestJoinedIdentity:
         self, new_session, open_socket, cold_cache
     ):
         """The same request (user, seq, base, changes) on a new connection is acked with its version, not applied."""
-        session = await edited_session(new_session, "")
+        session = await new_session(code="")
         ws = await open_socket(session.id)
         await join(ws, "typist")
         version = ws.welcome["data"]["version"]

@@ -6,10 +6,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collaboration.tests.cmclient import CodeMirrorClient
-from collaboration.tests.helpers import close_all, join
+from collaboration.tests.helpers import close_all, join, receive_type
 from collaboration.tests.otclient import boundaries
 from sessions.models import DocumentOperation, InterviewSession
-from sessions.services import CodeChange, CodeChangeResult, code_changes_apply, session_create, snapshot_create
+from sessions.services import CodeChange, CodeChangeResult, code_changes_apply
+from sessions.tests.factories import session_make
 
 INSERTS = ["a", "A\r\nB\rC", "\r\n", "\r", "x\r", "\ny\r\r\n", "😀\r", "\n", ""]
 
@@ -18,8 +19,7 @@ class Server:
     """The real document service with CodeMirror clients around it; deliveries are explicit."""
 
     def __init__(self, code: str, clients: int):
-        self.session = session_create()
-        snapshot_create(session_id=self.session.id, code=code)
+        self.session = session_make(code=code)
         row = self.row()
         self.clients = [CodeMirrorClient(row.code, row.version) for _ in range(clients)]
         self.inbox: list[list[tuple]] = [[] for _ in self.clients]  # per client, FIFO
@@ -132,8 +132,7 @@ def test_codemirror_clients_converge_with_cr_in_inserts(db, data):
 @pytest.mark.django_db(transaction=True)
 async def test_cr_in_a_delta_over_a_websocket(new_session, open_socket):
     """Over a real socket: others get the insert with \\n, and a later delete at that version removes the same text."""
-    session = await new_session()
-    await database_sync_to_async(snapshot_create)(session_id=session.id, code="xyz")
+    session = await new_session(code="xyz")
     a, b = await open_socket(session.id), await open_socket(session.id)
     await join(a, "ua")
     await join(b, "ub")
@@ -156,10 +155,3 @@ async def test_cr_in_a_delta_over_a_websocket(new_session, open_socket):
     row = await database_sync_to_async(InterviewSession.objects.get)(pk=session.id)
     assert (row.code, row.version) == ("A\nB\nCyz", version + 2)
     await close_all(a, b)
-
-
-async def receive_type(communicator, type_, timeout=5):  # noqa: ASYNC109 - passed to the communicator
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        if message["type"] == type_:
-            return message

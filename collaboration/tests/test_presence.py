@@ -12,7 +12,7 @@ from collaboration.services import connections_heartbeat, participant_join
 from interview.testing import RunningServer
 from sessions.models import ParticipantConnection
 from sessions.selectors import participants_active
-from sessions.services import session_create
+from sessions.tests.factories import session_make
 
 
 def _http(url, method="GET", body=None):
@@ -27,7 +27,7 @@ class TestHeartbeat:
     def test_only_connections_known_open_are_refreshed(self, settings):
         """A row whose connection this process no longer holds is not kept alive: it expires."""
         settings.PRESENCE_TTL_SECONDS = 45
-        session = session_create()
+        session = session_make()
         participant_join(session_id=session.id, user_id="open", name="O", channel_name="chan.open")
         participant_join(session_id=session.id, user_id="ghost", name="G", channel_name="chan.ghost")
         old = ParticipantConnection.objects.first().seen_at.replace(year=2000)

@@ -25,9 +25,8 @@ from sessions.services import (
     code_change_apply,
     code_changes_apply,
     rebase_work_budget,
-    session_create,
-    snapshot_create,
 )
+from sessions.tests.factories import session_make, snapshot_make
 from sessions.tests.test_document import change_lists, texts
 
 
@@ -78,7 +77,7 @@ class TestMaxChanges:
 
 def _versions(session_id, count):
     for i in range(count):
-        snapshot_create(session_id=session_id, code=f"v{i}\n" + "x" * 100)
+        snapshot_make(session_id, f"v{i}\n" + "x" * 100)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -86,7 +85,7 @@ class TestRebaseWork:
     def test_changes_times_versions_behind_over_the_bound_must_resync(self, settings):
         """A delta whose changes x versions behind exceed OT_MAX_REBASE_WORK gets RESYNC, changing nothing."""
         settings.OT_MAX_REBASE_WORK = 100
-        session = session_create()
+        session = session_make()
         base = InterviewSession.objects.get(pk=session.id).version
         _versions(session.id, 30)
         before = InterviewSession.objects.get(pk=session.id)
@@ -106,8 +105,7 @@ class TestRebaseWork:
     def test_a_long_log_must_resync(self, settings):
         """The changes of the versions rebased over count too: a huge log is not decoded and walked."""
         settings.OT_MAX_REBASE_WORK = 50
-        session = session_create()
-        snapshot_create(session_id=session.id, code="y" * 200)
+        session = session_make(code="y" * 200)
         base = InterviewSession.objects.get(pk=session.id).version
         wide = [{"from": i, "to": i, "insert": "z"} for i in range(0, 60, 2)]
         code_change_apply(session_id=session.id, change=CodeChange(changes=wide[:30], base_version=base))
@@ -119,8 +117,7 @@ class TestRebaseWork:
     def test_a_round_defers_work_past_its_budget(self, settings):
         """Changes past a round's work budget are deferred unchanged (later ones of their session too)."""
         settings.OT_MAX_REBASE_WORK = 1000
-        a, b = session_create(), session_create()
-        snapshot_create(session_id=a.id, code="y" * 200)
+        a, b = session_make(code="y" * 200), session_make()
         base_a = InterviewSession.objects.get(pk=a.id).version
         base_b = InterviewSession.objects.get(pk=b.id).version
         _versions(a.id, 10)

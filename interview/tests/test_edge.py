@@ -339,9 +339,9 @@ def test_a_read_is_not_refused_while_another_connection_writes():
     from django.db import connections, transaction
 
     from sessions.models import InterviewSession
-    from sessions.services import session_create
+    from sessions.tests.factories import session_make
 
-    session = session_create()
+    session = session_make()
     outcome = {}
 
     def read():

@@ -11,7 +11,8 @@ from django.utils import timezone
 from execution import sandbox
 from execution.services import execution_record
 from sessions.models import ChangeType, HistoryEntry
-from sessions.services import CodeChange, code_change_apply, session_cache_forget, snapshot_create
+from sessions.services import CodeChange, code_change_apply, session_cache_forget
+from sessions.tests.factories import snapshot_make
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,7 @@ class TestBursts:
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
         type_text(sid, "alice", "ab")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid)) == [("edit", "alice", 2), ("snapshot", None, 1), ("edit", "alice", 1)]
 
@@ -76,7 +77,7 @@ class TestBursts:
         """A process that never saw the burst (its cache is empty) still does not extend it over a snapshot."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         session_cache_forget(session_id=uuid.UUID(sid))
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid)) == [("edit", "alice", 1), ("snapshot", None, 1), ("edit", "alice", 1)]
@@ -105,7 +106,7 @@ class TestOrder:
         """limit=1 answers the edit made after the last snapshot, not the snapshot."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid, limit=1)) == [("edit", "alice", 1)]
 
@@ -268,7 +269,7 @@ class TestAnswerSize:
         """Small answers are as before: codes present, nothing omitted, edits without code."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         entries = history(api, sid)
         assert [(e["codeSnapshot"], e["codeSnapshotOmitted"]) for e in entries] == [(None, False), ("saved", False)]
 

@@ -89,9 +89,8 @@ def live_server_process(tmp_path_factory):
     """The real server, started as `make run` starts it, shared by the tests that need one."""
     from interview.testing import RunningServer
 
-    server = RunningServer(tmp_path_factory.mktemp("server")).start()
-    yield server
-    server.stop()
+    with RunningServer(tmp_path_factory.mktemp("server")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from collaboration.tests.otclient import OTClient, boundaries
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json
 
 PG = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
@@ -40,13 +40,6 @@ def postgres_database():
     yield f"postgres://postgres@127.0.0.1:5432/{name}"
     with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def http_json(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
 
 
 async def test_clients_on_two_processes_converge(tmp_path, postgres_database):

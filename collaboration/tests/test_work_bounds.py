@@ -4,7 +4,6 @@ import asyncio
 import json
 import statistics
 import time
-import urllib.request
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -14,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from collaboration import messages
 from collaboration.writer import DocumentWriter, Submission
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json, next_message
 from sessions import document
 from sessions.models import InterviewSession
 from sessions.services import (
@@ -158,41 +157,24 @@ class TestWriterTurns:
 # --- The attack of issue 8 against the real server ---------------------------------------------
 
 
-def _http(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-async def _next(ws, *types, timeout=30):  # noqa: ASYNC109 - a safety net, not a wait
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] in types:
-                return message
-
-
 @pytest.fixture
 def attack_server(tmp_path):
-    server = RunningServer(tmp_path, env={"WS_RATE_LIMIT_PER_SECOND": "1000", "WS_RATE_LIMIT_BURST": "1000"})
-    server.start()
-    yield server
-    server.stop()
+    with RunningServer(tmp_path, env={"WS_RATE_LIMIT_PER_SECOND": "1000", "WS_RATE_LIMIT_BURST": "1000"}) as server:
+        yield server
 
 
 async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
     """The issue's attack (10,000 changes based 300 versions back, made with REST saves) and the
     largest deltas the bounds let through, sent without pause, leave another session's acks fast."""
     server = attack_server
-    attacker = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
-    victim = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
+    attacker = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
+    victim = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
     code_url = f"{server.url}/api/sessions/{attacker['sessionId']}/code"
     body = "".join(f"line {i:06d}\n" for i in range(2_000))  # 24 KB
-    await asyncio.to_thread(_http, code_url, "POST", {"code": body})
-    base = (await asyncio.to_thread(_http, code_url))["version"]
+    await asyncio.to_thread(http_json, code_url, "POST", {"code": body})
+    base = (await asyncio.to_thread(http_json, code_url))["version"]
     for i in range(300):
-        await asyncio.to_thread(_http, code_url, "POST", {"code": body + f"save {i}\n"})
+        await asyncio.to_thread(http_json, code_url, "POST", {"code": body + f"save {i}\n"})
     attack = [{"from": i * 2, "to": i * 2 + 1, "insert": "Q" * 40} for i in range(10_000)]
     legal = [{"from": i * 2, "to": i * 2 + 1, "insert": "Q"} for i in range(1000)]
 
@@ -201,8 +183,8 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
         connect(ws_base + attacker["sessionId"], max_size=None) as bad,
         connect(ws_base + victim["sessionId"]) as good,
     ):
-        await _next(bad, "welcome")
-        version = (await _next(good, "welcome"))["data"]["version"]
+        await next_message(bad, "welcome")
+        version = (await next_message(good, "welcome"))["data"]["version"]
         await bad.send(json.dumps({"type": "join", "userId": "mallory", "data": {}}))
         await good.send(json.dumps({"type": "join", "userId": "victor", "data": {}}))
 
@@ -230,7 +212,7 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
             started = time.perf_counter()
             data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
             await good.send(json.dumps({"type": "code-update", "data": data}))
-            version = (await _next(good, "code-ack"))["data"]["version"]
+            version = (await next_message(good, "code-ack"))["data"]["version"]
             quiet.append(time.perf_counter() - started)
 
         stop = asyncio.Event()
@@ -259,7 +241,7 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
                 started = time.perf_counter()
                 data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
                 await good.send(json.dumps({"type": "code-update", "data": data}))
-                version = (await _next(good, "code-ack"))["data"]["version"]
+                version = (await next_message(good, "code-ack"))["data"]["version"]
                 busy.append(time.perf_counter() - started)
             served = answered["ack"] - served_before
         finally:

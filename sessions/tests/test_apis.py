@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from interview.testing import assert_error
 from sessions.models import (
     ChangeType,
     CodeSnapshot,
@@ -16,19 +17,6 @@ from sessions.models import (
 from sessions.tests.factories import participant_make, session_expire
 
 pytestmark = pytest.mark.django_db
-
-
-ERROR_KEYS = {"error", "message", "statusCode", "detail"}
-
-
-def assert_error(response, status: int, code: str):
-    body = response.json()
-    assert response.status_code == status, body
-    assert set(body) >= ERROR_KEYS
-    assert body["error"] == code
-    assert body["statusCode"] == status
-    assert body["detail"] == body["message"]
-    return body
 
 
 class TestSessionCreate:

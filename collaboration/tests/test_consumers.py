@@ -7,8 +7,8 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, join, receive_type
-from collaboration.tests.otclient import OTClient
+from collaboration.tests.helpers import close_all, join, open_joined, play, receive_type, settle
+from collaboration.tests.otclient import OTClient, boundaries
 from interview.asgi import application
 from interview.testing import PatientCommunicator, eventually
 from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Participant
@@ -244,9 +244,7 @@ class TestEditing:
     async def test_full_text_update_as_the_existing_client_sends_it(self, new_session, open_socket):
         """A full-text update with changes [] and no version reaches others with full code, changes, version."""
         session = await new_session()
-        a, b = await open_socket(session.id), await open_socket(session.id)
-        await join(a, "ua")
-        await join(b, "ub")
+        a, b = await open_joined(open_socket, session.id, "ua", "ub")
         new_code = session.code + "let x = 1;\n"
         await a.send_json_to({"type": "code-update", "userId": "ua", "data": {"code": new_code, "changes": []}})
         update = await receive_type(b, "code-update")
@@ -265,9 +263,7 @@ class TestEditing:
     async def test_concurrent_deltas_are_transformed(self, new_session, open_socket):
         """Two deltas on the same version both apply; the later is rebased over the earlier."""
         session = await new_session(code="abc")
-        a, b = await open_socket(session.id), await open_socket(session.id)
-        await join(a, "ua")
-        await join(b, "ub")
+        a, b = await open_joined(open_socket, session.id, "ua", "ub")
         base = a.welcome["data"]["version"]
         await a.send_json_to(
             {"type": "code-update", "data": {"changes": [{"from": 0, "to": 0, "insert": "X"}], "version": base}}
@@ -389,36 +385,17 @@ class TestEditing:
         rng = random.Random(7)
         session = await new_session(code="start😀\n")
         sockets = [await open_socket(session.id) for _ in range(3)]
-        clients = [OTClient(s.welcome["data"]["currentCode"], s.welcome["data"]["version"]) for s in sockets]
+        clients = [OTClient.from_welcome(s.welcome) for s in sockets]
         for i, ws in enumerate(sockets):
             await join(ws, f"user{i}")
-
-        async def handle(ws, client, message):
-            if message["type"] == "code-update":
-                client.remote(message["data"]["changes"], message["data"]["version"])
-            elif message["type"] == "code-ack":
-                nxt = client.ack(message["data"]["version"])
-                if nxt:
-                    await ws.send_json_to({"type": "code-update", "data": nxt})
-            elif message["type"] == "error":
-                raise AssertionError(message)
 
         async def pump(ws, client, until_idle):
             # Mixes reading into the typing; a timed-out receive would cancel the application.
             while not await ws.receive_nothing(timeout=until_idle):
-                await handle(ws, client, await ws.receive_json_from())
-
-        async def settle(ws, client, version):
-            # Every edit takes one version: done when all are acknowledged and seen.
-            while client.inflight is not None or client.queued or client.version < version:
-                await handle(ws, client, await ws.receive_json_from())
+                await play(ws, client, await ws.receive_json_from())
 
         def random_edit(text):
-            bounds = [0]
-            i = 0
-            for ch in text:
-                i += 2 if ord(ch) > 0xFFFF else 1
-                bounds.append(i)
+            bounds = boundaries(text)
             start = rng.choice(bounds)
             end = rng.choice([b for b in bounds if b >= start][:4])
             return [{"from": start, "to": end, "insert": rng.choice(["a", "𝄞", "😀x", "", "\n"])}]
@@ -432,6 +409,7 @@ class TestEditing:
                     await ws.send_json_to({"type": "code-update", "data": outgoing})
             await asyncio.gather(*(pump(ws, c, 0.02) for ws, c in zip(sockets, clients, strict=True)))
         final = sockets[0].welcome["data"]["version"] + edits
+        # Every edit takes one version: done when all are acknowledged and seen.
         await asyncio.gather(*(settle(ws, c, final) for ws, c in zip(sockets, clients, strict=True)))
         row = await get_session(session.id)
         assert all(c.inflight is None and not c.queued for c in clients)

@@ -6,7 +6,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, get_document, join, receive_type
+from collaboration.tests.helpers import close_all, get_document, join, receive_type, settle
 from collaboration.tests.otclient import OTClient
 from sessions.models import DocumentOperation, Participant
 from sessions.services import session_cache_forget
@@ -37,18 +37,13 @@ def delta(changes, version, seq=None, user_id=None) -> dict:
 operations = database_sync_to_async(lambda sid: DocumentOperation.objects.filter(session_id=sid).count())
 
 
-async def settle(ws, client: OTClient, version: int) -> None:
-    """Play the server's messages into `client` until it is at `version` with nothing in flight."""
-    while client.version < version or client.inflight is not None or client.queued:
-        message = await ws.receive_json_from(timeout=5)
-        if message["type"] == "code-update":
-            client.remote(message["data"]["changes"], message["data"]["version"])
-        elif message["type"] == "code-ack":
-            following = client.ack(message["data"]["version"])
-            if following:
-                await ws.send_json_to({"type": "code-update", "data": following})
-        elif message["type"] == "error":
-            raise AssertionError(message)
+async def two_tabs(open_socket, session_id, user_id="u") -> tuple[list, list[OTClient], int]:
+    """Two sockets joined as one user, each with its OT client, and the version they start from."""
+    tabs = [await open_socket(session_id), await open_socket(session_id)]
+    clients = [OTClient.from_welcome(t.welcome) for t in tabs]
+    for tab in tabs:
+        await join(tab, user_id)
+    return tabs, clients, clients[0].version
 
 
 class TestBeforeJoin:
@@ -146,11 +141,7 @@ class TestJoinedIdentity:
     async def test_two_tabs_of_one_user_with_the_same_seqs_all_apply(self, new_session, open_socket):
         """Two tabs of one userId both count seq from 1 with different edits: every edit applies, all converge."""
         session = await new_session(code="")
-        tabs = [await open_socket(session.id), await open_socket(session.id)]
-        clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
-        version = clients[0].version
-        for tab in tabs:
-            await join(tab, "u")
+        tabs, clients, version = await two_tabs(open_socket, session.id)
         for letters in ("ab", "cd", "ef"):
             for tab, client, letter in zip(tabs, clients, letters, strict=True):
                 outgoing = client.edit([{"from": 0, "to": 0, "insert": letter}])
@@ -166,11 +157,7 @@ class TestJoinedIdentity:
     async def test_two_tabs_sending_the_identical_request_both_apply(self, new_session, open_socket):
         """The same seq, base and change from two tabs is two changes: the second tab got the first as a broadcast."""
         session = await new_session(code="abc")
-        tabs = [await open_socket(session.id), await open_socket(session.id)]
-        clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
-        version = clients[0].version
-        for tab in tabs:
-            await join(tab, "u")
+        tabs, clients, version = await two_tabs(open_socket, session.id)
         for tab, client in zip(tabs, clients, strict=True):
             await tab.send_json_to({"type": "code-update", "data": client.edit([{"from": 0, "to": 0, "insert": "x"}])})
         await asyncio.gather(*(settle(tab, client, version + 2) for tab, client in zip(tabs, clients, strict=True)))

@@ -60,7 +60,7 @@ async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
         clients = []
         for i, ws in enumerate(sockets):
             welcome = json.loads(await ws.recv())
-            clients.append(OTClient(welcome["data"]["currentCode"], welcome["data"]["version"]))
+            clients.append(OTClient.from_welcome(welcome))
             await ws.send(json.dumps({"type": "join", "userId": f"user{i}", "data": {"name": f"U{i}"}}))
 
         async def drive(ws, client, index):
@@ -80,15 +80,9 @@ async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
                     raw = await asyncio.wait_for(ws.recv(), quiet)
                 except TimeoutError:
                     return
-                message = json.loads(raw)
-                if message["type"] == "code-update":
-                    client.remote(message["data"]["changes"], message["data"]["version"])
-                elif message["type"] == "code-ack":
-                    outgoing = client.ack(message["data"]["version"])
-                    if outgoing:
-                        await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
-                elif message["type"] == "error":
-                    raise AssertionError(message)
+                outgoing = client.receive(json.loads(raw))
+                if outgoing:
+                    await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
 
         await asyncio.gather(*(drive(ws, c, i) for i, (ws, c) in enumerate(zip(sockets, clients, strict=True))))
         code = await asyncio.to_thread(http_json, f"{two.url}/api/sessions/{sid}/code")

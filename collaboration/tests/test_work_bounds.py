@@ -206,14 +206,21 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
                 answer.set()
 
         reader = asyncio.ensure_future(read_attack_answers())
+
+        async def victim_types(seqs) -> list[float]:
+            """The victim types one character per seq; how long each ack took."""
+            nonlocal version
+            times = []
+            for seq in seqs:
+                started = time.perf_counter()
+                data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
+                await good.send(json.dumps({"type": "code-update", "data": data}))
+                version = (await next_message(good, "code-ack"))["data"]["version"]
+                times.append(time.perf_counter() - started)
+            return times
+
         # Before: the victim's ack times with nobody else busy.
-        quiet = []
-        for seq in range(1, 21):
-            started = time.perf_counter()
-            data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
-            await good.send(json.dumps({"type": "code-update", "data": data}))
-            version = (await next_message(good, "code-ack"))["data"]["version"]
-            quiet.append(time.perf_counter() - started)
+        quiet = await victim_types(range(1, 21))
 
         stop = asyncio.Event()
 
@@ -233,16 +240,10 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
                     await answer.wait()
 
         attacking = asyncio.ensure_future(attack_loop())
-        busy = []
         try:
             await answer.wait()
             served_before = answered["ack"]
-            for seq in range(21, 321):
-                started = time.perf_counter()
-                data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
-                await good.send(json.dumps({"type": "code-update", "data": data}))
-                version = (await next_message(good, "code-ack"))["data"]["version"]
-                busy.append(time.perf_counter() - started)
+            busy = await victim_types(range(21, 321))
             served = answered["ack"] - served_before
         finally:
             stop.set()

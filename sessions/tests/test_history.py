@@ -48,21 +48,16 @@ class TestBursts:
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid)) == [("edit", "alice", 2), ("snapshot", None, 1), ("edit", "alice", 1)]
 
-    def test_a_language_change_ends_the_burst_before_it(self, api, make_session):
-        """A language change (REST) between edits splits the burst."""
+    @pytest.mark.parametrize(
+        ("change", "kind"), [({"language": "python"}, "language-change"), ({"title": "Two sum"}, "title-change")]
+    )
+    def test_a_language_or_title_change_ends_the_burst_before_it(self, api, make_session, change, kind):
+        """A language or title change (REST) between edits splits the burst."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        assert api.patch(f"/api/sessions/{sid}", {"language": "python"}, format="json").status_code == 200
+        assert api.patch(f"/api/sessions/{sid}", change, format="json").status_code == 200
         type_text(sid, "alice", "ab")
-        assert [e["changeType"] for e in history(api, sid)] == ["edit", "language-change", "edit"]
-
-    def test_a_title_change_ends_the_burst_before_it(self, api, make_session):
-        """A title change between edits splits the burst."""
-        sid = make_session()["sessionId"]
-        type_text(sid, "alice", "a")
-        assert api.patch(f"/api/sessions/{sid}", {"title": "Two sum"}, format="json").status_code == 200
-        type_text(sid, "alice", "ab")
-        assert [e["changeType"] for e in history(api, sid)] == ["edit", "title-change", "edit"]
+        assert [e["changeType"] for e in history(api, sid)] == ["edit", kind, "edit"]
 
     def test_a_run_ends_the_burst_before_it(self, api, make_session):
         """A run recorded in the session between edits splits the burst."""

@@ -12,7 +12,7 @@ from sessions.models import DocumentOperation, InterviewSession
 INSERTS = ["a", "A\r\nB\rC", "\r\n", "\r", "x\r", "\ny\r\r\n", "😀\r", "\n", ""]
 
 
-class Server(ServiceNetwork):
+class CodeMirrorNetwork(ServiceNetwork):
     """The real document service with CodeMirror clients around it; deliveries are explicit."""
 
     client_class = CodeMirrorClient
@@ -28,7 +28,7 @@ class Server(ServiceNetwork):
 @pytest.mark.django_db
 def test_crlf_insert_then_a_delete_at_the_same_base_version_converge(db):
     """A CR LF and CR insert is held with \\n; deletes based on the version after it remove the same text everywhere."""
-    server = Server("xyz", 2)
+    server = CodeMirrorNetwork("xyz", 2)
     a, b = server.clients
     server.send(0, a.edit([{"from": 0, "to": 0, "insert": "A\r\nB\rC"}]))
     server.quiesce()
@@ -44,7 +44,7 @@ def test_crlf_insert_then_a_delete_at_the_same_base_version_converge(db):
 @pytest.mark.django_db
 def test_each_insert_is_split_on_its_own(db):
     """A CR ending one insert and an LF starting the next stay two line breaks, as in CodeMirror."""
-    server = Server("ab", 2)
+    server = CodeMirrorNetwork("ab", 2)
     server.send(
         0, server.clients[0].edit([{"from": 0, "to": 0, "insert": "1\r"}, {"from": 1, "to": 1, "insert": "\n2"}])
     )
@@ -57,7 +57,7 @@ def test_each_insert_is_split_on_its_own(db):
 @given(data=st.data())
 def test_codemirror_clients_converge_with_cr_in_inserts(db, data):
     """Random edits with CR, CR LF and lone CR, batches and deliveries: every editor ends with the stored text."""
-    server = Server("ab😀c\n", 3)
+    server = CodeMirrorNetwork("ab😀c\n", 3)
     server.random_steps(data, steps=st.integers(5, 40), inserts=INSERTS)
     server.quiesce()
     server.assert_converged()

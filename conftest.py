@@ -1,6 +1,7 @@
 """Fixtures shared by every app's tests."""
 
 import contextlib
+import functools
 import os
 import re
 import tempfile
@@ -67,14 +68,20 @@ def api():
 
 @pytest.fixture
 def make_session(api, db):
-    """Create a session over the API and return its JSON."""
+    """Create a session over the API and return its JSON (`factories.session_post`)."""
+    from sessions.tests.factories import session_post
 
-    def make(**body):
-        response = api.post("/api/sessions", body, format="json")
-        assert response.status_code == 201, response.content
-        return response.json()
+    return functools.partial(session_post, api)
 
-    return make
+
+@pytest.fixture
+def staff_client(client, db):
+    """Django's test client logged in as a superuser, for the admin."""
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-1234567")
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture(scope="session")
@@ -82,22 +89,18 @@ def live_server_process(tmp_path_factory):
     """The real server, started as `make run` starts it, shared by the tests that need one."""
     from interview.testing import RunningServer
 
-    server = RunningServer(tmp_path_factory.mktemp("server")).start()
-    yield server
-    server.stop()
+    with RunningServer(tmp_path_factory.mktemp("server")) as server:
+        yield server
 
 
 @pytest.fixture
 def new_session(transactional_db):
-    """Create a session from async code."""
+    """Create a session from async code (`factories.session_make`, `code=` saves a first snapshot)."""
     from channels.db import database_sync_to_async
 
-    from sessions.services import session_create
+    from sessions.tests.factories import session_make
 
-    async def make(**kwargs):
-        return await database_sync_to_async(session_create)(**kwargs)
-
-    return make
+    return database_sync_to_async(session_make)
 
 
 @pytest.fixture

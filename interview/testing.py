@@ -2,11 +2,13 @@
 waits for events that are safety nets, never deadlines a busy machine can miss."""
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -42,6 +44,65 @@ async def eventually(read, expected, timeout: float = PATIENCE_SECONDS):  # noqa
             await asyncio.sleep(0.02)  # the database has no change notification to wait on
 
 
+# How long a request or a WebSocket read against the real server may take: a bound for a hung test.
+SERVER_PATIENCE_SECONDS = 60.0
+
+
+def http_request(url, method="GET", body=None, headers=None, timeout=SERVER_PATIENCE_SECONDS):
+    """Send `body` as JSON; the answer's status, headers and raw body, error statuses included."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def http_call(url, method="GET", body=None, headers=None, timeout=SERVER_PATIENCE_SECONDS) -> tuple[int, object]:
+    """Send `body` as JSON; the answer's status and JSON body, error statuses included."""
+    status, _, raw = http_request(url, method, body, headers, timeout)
+    return status, json.loads(raw or b"null")
+
+
+def http_json(url, method="GET", body=None, timeout=SERVER_PATIENCE_SECONDS):
+    """Send `body` as JSON; the JSON answer of a request that must succeed (an error status raises HTTPError)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read() or b"null")
+
+
+async def next_message(ws, *types: str, timeout: float = SERVER_PATIENCE_SECONDS) -> dict:  # noqa: ASYNC109 - a safety net
+    """The next message a `websockets` client receives whose type is one of `types` (any, without types)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if not types or message["type"] in types:
+                return message
+
+
+# Every error answer carries these keys (the API contract's error shape).
+ERROR_KEYS = {"error", "message", "statusCode", "detail"}
+
+
+def assert_error(answer, status: int, code: str) -> dict:
+    """`answer` is the contract's error `code` with `status`: a test client's response, or the
+    JSON body a real server answered (whose status the caller has checked)."""
+    if hasattr(answer, "status_code"):
+        body = answer.json()
+        assert answer.status_code == status, body
+    else:
+        body = answer
+    assert set(body) >= ERROR_KEYS, body
+    assert body["error"] == code, body
+    assert body["statusCode"] == status
+    assert body["detail"] == body["message"]
+    return body
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -74,6 +135,16 @@ class RunningServer:
         self.process: subprocess.Popen | None = None
         self.log_path = self.workdir / "server.log"
         self.command = command or [sys.executable, "manage.py", "serve"]
+
+    def __enter__(self) -> "RunningServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a server that started too slowly is not left behind
+            raise
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
 
     def manage(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

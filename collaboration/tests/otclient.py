@@ -13,6 +13,21 @@ class OTClient:
         self.queued: list[list] = []
         self.seq = 0
 
+    @classmethod
+    def from_welcome(cls, welcome: dict) -> "OTClient":
+        """A client starting from the document a welcome message carries."""
+        return cls(welcome["data"]["currentCode"], welcome["data"]["version"])
+
+    def receive(self, message: dict) -> dict | None:
+        """Play a server message (another's change or the ack of ours); return the message data to send now, if any."""
+        if message["type"] == "code-update":
+            self.remote(message["data"]["changes"], message["data"]["version"])
+        elif message["type"] == "code-ack":
+            return self.ack(message["data"]["version"])
+        elif message["type"] == "error":
+            raise AssertionError(message)
+        return None
+
     def edit(self, changes: list) -> dict | None:
         """Apply a local edit; return the message data to send now, if any."""
         self.text = apply(self.text, changes)

@@ -7,13 +7,12 @@ import os
 import socket
 import struct
 import time
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
 
 from collaboration.layers import FastInMemoryChannelLayer
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json
 
 BUFFER_LIMIT = 2 * 1024 * 1024
 DOCUMENT = "".join(f"{i:07d} the quick brown fox jumps over the lazy dog\n" for i in range(4_000))  # ~200 KB
@@ -32,13 +31,6 @@ class TestLayerBytes:
         assert layer.queued_bytes == {}
         await layer.group_send("g", {"type": "m", "text": "y" * 5000})
         assert (await layer.receive(name))["text"] == "y" * 5000
-
-
-def _http(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def _rss_bytes(pid: int) -> int:
@@ -100,17 +92,13 @@ def _drain(sock: socket.socket, deadline: float) -> tuple[int, str]:
 
 @pytest.fixture
 def buffer_server(tmp_path):
-    server = RunningServer(
-        tmp_path,
-        env={
-            "WS_MAX_BUFFERED_BYTES": str(BUFFER_LIMIT),
-            "WS_RATE_LIMIT_PER_SECOND": "1000",
-            "WS_RATE_LIMIT_BURST": "1000",
-        },
-    )
-    server.start()
-    yield server
-    server.stop()
+    env = {
+        "WS_MAX_BUFFERED_BYTES": str(BUFFER_LIMIT),
+        "WS_RATE_LIMIT_PER_SECOND": "1000",
+        "WS_RATE_LIMIT_BURST": "1000",
+    }
+    with RunningServer(tmp_path, env=env) as server:
+        yield server
 
 
 async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buffer_server):
@@ -119,9 +107,9 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
     server's RSS grows by less than 64 MB (without the bound: the document once per edit, ~100 MB
     for these 500 edits) and the others keep working."""
     server = buffer_server
-    session = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
+    session = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
     sid = session["sessionId"]
-    await asyncio.to_thread(_http, f"{server.url}/api/sessions/{sid}/code", "POST", {"code": DOCUMENT})
+    await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}/code", "POST", {"code": DOCUMENT})
     url = f"{server.ws_url}/ws/sessions/{sid}"
     async with connect(url, max_size=None) as editor, connect(url, max_size=None) as reader:
         version = json.loads(await editor.recv())["data"]["version"]
@@ -168,7 +156,7 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
         # The server closed the silent socket: reading it now ends, after a bounded amount.
         read_back, ending = await asyncio.to_thread(_drain, sloth, time.monotonic() + 30)
         sloth.close()
-        code = await asyncio.to_thread(_http, f"{server.url}/api/sessions/{sid}/code")
+        code = await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}/code")
     growth = peak - baseline
     print(f"RSS: baseline {baseline >> 20} MB, peak {peak >> 20} MB (+{growth >> 20} MB)")
     print(f"silent socket: {ending} after {read_back} bytes")

@@ -7,22 +7,15 @@ import uuid
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, join
-from collaboration.tests.otclient import OTClient
+from collaboration.tests.helpers import close_all, join, open_joined, play, receive_type, settle
+from collaboration.tests.otclient import OTClient, boundaries
 from interview.asgi import application
 from interview.testing import PatientCommunicator, eventually
 from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Participant
 from sessions.services import session_delete, session_update, snapshot_create
+from sessions.tests.factories import snapshot_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def receive_type(communicator, type_, timeout=2):  # noqa: ASYNC109 - passed to the communicator
-    """The next message of `type_`, skipping others."""
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        if message["type"] == type_:
-            return message
 
 
 async def error_code(communicator) -> str:
@@ -251,9 +244,7 @@ class TestEditing:
     async def test_full_text_update_as_the_existing_client_sends_it(self, new_session, open_socket):
         """A full-text update with changes [] and no version reaches others with full code, changes, version."""
         session = await new_session()
-        a, b = await open_socket(session.id), await open_socket(session.id)
-        await join(a, "ua")
-        await join(b, "ub")
+        a, b = await open_joined(open_socket, session.id, "ua", "ub")
         new_code = session.code + "let x = 1;\n"
         await a.send_json_to({"type": "code-update", "userId": "ua", "data": {"code": new_code, "changes": []}})
         update = await receive_type(b, "code-update")
@@ -271,11 +262,8 @@ class TestEditing:
 
     async def test_concurrent_deltas_are_transformed(self, new_session, open_socket):
         """Two deltas on the same version both apply; the later is rebased over the earlier."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="abc")
-        a, b = await open_socket(session.id), await open_socket(session.id)
-        await join(a, "ua")
-        await join(b, "ub")
+        session = await new_session(code="abc")
+        a, b = await open_joined(open_socket, session.id, "ua", "ub")
         base = a.welcome["data"]["version"]
         await a.send_json_to(
             {"type": "code-update", "data": {"changes": [{"from": 0, "to": 0, "insert": "X"}], "version": base}}
@@ -298,8 +286,7 @@ class TestEditing:
 
     async def test_astral_offsets_count_utf16_units(self, new_session, open_socket):
         """Offsets after an emoji count it as two units, as a browser does."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀b")
+        session = await new_session(code="😀b")
         ws = await open_socket(session.id)
         await join(ws, "u")
         version = ws.welcome["data"]["version"]
@@ -322,8 +309,7 @@ class TestEditing:
     )
     async def test_bad_ranges_are_invalid_and_change_nothing(self, new_session, open_socket, changes):
         """Out of bounds, overlapping or pair-splitting ranges are INVALID_MESSAGE; nothing changes."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="😀abc")
+        session = await new_session(code="😀abc")
         ws = await open_socket(session.id)
         await join(ws, "u")
         version = ws.welcome["data"]["version"]
@@ -335,8 +321,7 @@ class TestEditing:
 
     async def test_resent_seq_is_acknowledged_not_applied_twice(self, new_session, open_socket):
         """A delta resent with the same userId and seq (after a reconnect) is acked again only."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="")
+        session = await new_session(code="")
         ws = await open_socket(session.id)
         await join(ws, "typist")
         version = ws.welcome["data"]["version"]
@@ -364,7 +349,7 @@ class TestEditing:
         ws = await open_socket(session.id)
         await join(ws, "u")
         for i in range(3):
-            await database_sync_to_async(snapshot_create)(session_id=session.id, code=f"v{i}")
+            await database_sync_to_async(snapshot_make)(session.id, f"v{i}")
         await ws.send_json_to(
             {"type": "code-update", "data": {"changes": [{"from": 0, "to": 0, "insert": "x"}], "version": 0}}
         )
@@ -398,39 +383,19 @@ class TestEditing:
         import random
 
         rng = random.Random(7)
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="start😀\n")
+        session = await new_session(code="start😀\n")
         sockets = [await open_socket(session.id) for _ in range(3)]
-        clients = [OTClient(s.welcome["data"]["currentCode"], s.welcome["data"]["version"]) for s in sockets]
+        clients = [OTClient.from_welcome(s.welcome) for s in sockets]
         for i, ws in enumerate(sockets):
             await join(ws, f"user{i}")
-
-        async def handle(ws, client, message):
-            if message["type"] == "code-update":
-                client.remote(message["data"]["changes"], message["data"]["version"])
-            elif message["type"] == "code-ack":
-                nxt = client.ack(message["data"]["version"])
-                if nxt:
-                    await ws.send_json_to({"type": "code-update", "data": nxt})
-            elif message["type"] == "error":
-                raise AssertionError(message)
 
         async def pump(ws, client, until_idle):
             # Mixes reading into the typing; a timed-out receive would cancel the application.
             while not await ws.receive_nothing(timeout=until_idle):
-                await handle(ws, client, await ws.receive_json_from())
-
-        async def settle(ws, client, version):
-            # Every edit takes one version: done when all are acknowledged and seen.
-            while client.inflight is not None or client.queued or client.version < version:
-                await handle(ws, client, await ws.receive_json_from())
+                await play(ws, client, await ws.receive_json_from())
 
         def random_edit(text):
-            bounds = [0]
-            i = 0
-            for ch in text:
-                i += 2 if ord(ch) > 0xFFFF else 1
-                bounds.append(i)
+            bounds = boundaries(text)
             start = rng.choice(bounds)
             end = rng.choice([b for b in bounds if b >= start][:4])
             return [{"from": start, "to": end, "insert": rng.choice(["a", "𝄞", "😀x", "", "\n"])}]
@@ -444,6 +409,7 @@ class TestEditing:
                     await ws.send_json_to({"type": "code-update", "data": outgoing})
             await asyncio.gather(*(pump(ws, c, 0.02) for ws, c in zip(sockets, clients, strict=True)))
         final = sockets[0].welcome["data"]["version"] + edits
+        # Every edit takes one version: done when all are acknowledged and seen.
         await asyncio.gather(*(settle(ws, c, final) for ws, c in zip(sockets, clients, strict=True)))
         row = await get_session(session.id)
         assert all(c.inflight is None and not c.queued for c in clients)

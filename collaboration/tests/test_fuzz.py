@@ -5,15 +5,14 @@ import json
 import uuid
 
 import pytest
-from channels.db import database_sync_to_async
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collaboration.tests.helpers import get_document
 from collaboration.writer import get_writer
 from interview.asgi import application
 from interview.testing import PatientCommunicator
-from sessions.models import InterviewSession
-from sessions.services import session_create, snapshot_create
+from sessions.tests.factories import session_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,11 +63,6 @@ frames = st.one_of(
 )
 
 
-def document(session_id):
-    row = InterviewSession.objects.get(pk=session_id)
-    return row.code, row.version, row.language
-
-
 async def barrier(communicator, replies: list[dict]) -> None:
     """Send a frame whose answer is unique (an unknown type names itself) and collect every
     other message until that answer: everything the server sent before it."""
@@ -98,9 +92,7 @@ async def exchange(communicator, kind, payload) -> list[dict]:
 
 @pytest.fixture
 def fuzz_session(transactional_db):
-    session = session_create(language="python")
-    snapshot_create(session_id=session.id, code="def f():\n    return '😀'\n")
-    return session
+    return session_make(language="python", code="def f():\n    return '😀'\n")
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,9 +107,9 @@ def test_random_frames_are_answered_and_change_nothing_invalid(fuzz_session, bat
         welcome = await communicator.receive_json_from()
         assert welcome["type"] == "welcome"
         for kind, payload in batch:
-            before = await database_sync_to_async(document)(fuzz_session.id)
+            before = await get_document(fuzz_session.id)
             replies = await exchange(communicator, kind, payload)
-            after = await database_sync_to_async(document)(fuzz_session.id)
+            after = await get_document(fuzz_session.id)
             for reply in replies:
                 assert reply["type"] in {"error", "code-ack", "user-joined", "language-changed"}, reply
                 if reply["type"] == "error":

@@ -6,22 +6,14 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, join
+from collaboration.tests.helpers import close_all, get_document, join, receive_type, settle
 from collaboration.tests.otclient import OTClient
-from sessions.models import DocumentOperation, InterviewSession, Participant
-from sessions.services import session_cache_forget, snapshot_create
+from sessions.models import DocumentOperation, Participant
+from sessions.services import session_cache_forget
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOOP = [{"from": 0, "to": 0, "insert": ""}]
-
-
-async def receive_type(communicator, type_, timeout=5):  # noqa: ASYNC109 - passed to the communicator
-    """The next message of `type_`, skipping others."""
-    while True:
-        message = await communicator.receive_json_from(timeout=timeout)
-        if message["type"] == type_:
-            return message
 
 
 async def until_pong(communicator) -> list[dict]:
@@ -42,33 +34,16 @@ def delta(changes, version, seq=None, user_id=None) -> dict:
     return message
 
 
-def document(session_id):
-    row = InterviewSession.objects.get(pk=session_id)
-    return row.code, row.version, row.language
-
-
-get_document = database_sync_to_async(document)
 operations = database_sync_to_async(lambda sid: DocumentOperation.objects.filter(session_id=sid).count())
 
 
-async def edited_session(new_session, code="abc"):
-    session = await new_session()
-    await database_sync_to_async(snapshot_create)(session_id=session.id, code=code)
-    return session
-
-
-async def settle(ws, client: OTClient, version: int) -> None:
-    """Play the server's messages into `client` until it is at `version` with nothing in flight."""
-    while client.version < version or client.inflight is not None or client.queued:
-        message = await ws.receive_json_from(timeout=5)
-        if message["type"] == "code-update":
-            client.remote(message["data"]["changes"], message["data"]["version"])
-        elif message["type"] == "code-ack":
-            following = client.ack(message["data"]["version"])
-            if following:
-                await ws.send_json_to({"type": "code-update", "data": following})
-        elif message["type"] == "error":
-            raise AssertionError(message)
+async def two_tabs(open_socket, session_id, user_id="u") -> tuple[list, list[OTClient], int]:
+    """Two sockets joined as one user, each with its OT client, and the version they start from."""
+    tabs = [await open_socket(session_id), await open_socket(session_id)]
+    clients = [OTClient.from_welcome(t.welcome) for t in tabs]
+    for tab in tabs:
+        await join(tab, user_id)
+    return tabs, clients, clients[0].version
 
 
 class TestBeforeJoin:
@@ -84,9 +59,10 @@ class TestBeforeJoin:
     )
     async def test_edit_cursor_and_language_before_join_are_refused(self, new_session, open_socket, message):
         """Before join, edits, cursors and language changes are INVALID_MESSAGE and change nothing."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         watcher, ws = await open_socket(session.id), await open_socket(session.id)
         await join(watcher, "watcher")
+        await receive_type(ws, "user-joined")  # the watcher's, so it cannot arrive later
         before = await get_document(session.id)
         await ws.send_json_to(message)
         assert (await receive_type(ws, "error"))["data"]["code"] == "INVALID_MESSAGE"
@@ -112,7 +88,7 @@ class TestBeforeJoin:
 
     async def test_a_socket_that_never_joined_cannot_use_alices_seqs(self, new_session, open_socket):
         """The attack: empty deltas as alice (seq 2-5) from a never-joined socket are refused; her seq 2 applies."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         alice, attacker = await open_socket(session.id), await open_socket(session.id)
         await join(alice, "alice", "Alice")
         version = alice.welcome["data"]["version"]
@@ -129,7 +105,7 @@ class TestBeforeJoin:
 class TestJoinedIdentity:
     async def test_a_message_naming_another_user_is_refused(self, new_session, open_socket):
         """After join, a userId other than the joined one is INVALID_MESSAGE; no userId means the joined user."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         ws = await open_socket(session.id)
         await join(ws, "alice")
         version = ws.welcome["data"]["version"]
@@ -150,7 +126,7 @@ class TestJoinedIdentity:
 
     async def test_a_socket_joined_as_alice_cannot_swallow_her_edit(self, new_session, open_socket):
         """Joined as alice too, empty deltas with seq 2-5 are changes of their own; her real seq 2 still applies."""
-        session = await edited_session(new_session)
+        session = await new_session(code="abc")
         alice, attacker = await open_socket(session.id), await open_socket(session.id)
         await join(alice, "alice", "Alice")
         await join(attacker, "alice", "Alice")
@@ -165,12 +141,8 @@ class TestJoinedIdentity:
 
     async def test_two_tabs_of_one_user_with_the_same_seqs_all_apply(self, new_session, open_socket):
         """Two tabs of one userId both count seq from 1 with different edits: every edit applies, all converge."""
-        session = await edited_session(new_session, "")
-        tabs = [await open_socket(session.id), await open_socket(session.id)]
-        clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
-        version = clients[0].version
-        for tab in tabs:
-            await join(tab, "u")
+        session = await new_session(code="")
+        tabs, clients, version = await two_tabs(open_socket, session.id)
         for letters in ("ab", "cd", "ef"):
             for tab, client, letter in zip(tabs, clients, letters, strict=True):
                 outgoing = client.edit([{"from": 0, "to": 0, "insert": letter}])
@@ -185,12 +157,8 @@ class TestJoinedIdentity:
 
     async def test_two_tabs_sending_the_identical_request_both_apply(self, new_session, open_socket):
         """The same seq, base and change from two tabs is two changes: the second tab got the first as a broadcast."""
-        session = await edited_session(new_session, "abc")
-        tabs = [await open_socket(session.id), await open_socket(session.id)]
-        clients = [OTClient(t.welcome["data"]["currentCode"], t.welcome["data"]["version"]) for t in tabs]
-        version = clients[0].version
-        for tab in tabs:
-            await join(tab, "u")
+        session = await new_session(code="abc")
+        tabs, clients, version = await two_tabs(open_socket, session.id)
         for tab, client in zip(tabs, clients, strict=True):
             await tab.send_json_to({"type": "code-update", "data": client.edit([{"from": 0, "to": 0, "insert": "x"}])})
         await asyncio.gather(*(settle(tab, client, version + 2) for tab, client in zip(tabs, clients, strict=True)))
@@ -203,7 +171,7 @@ class TestJoinedIdentity:
         self, new_session, open_socket, cold_cache
     ):
         """The same request (user, seq, base, changes) on a new connection is acked with its version, not applied."""
-        session = await edited_session(new_session, "")
+        session = await new_session(code="")
         ws = await open_socket(session.id)
         await join(ws, "typist")
         version = ws.welcome["data"]["version"]
@@ -235,6 +203,7 @@ class TestJoinAgain:
         session = await new_session()
         watcher, ws = await open_socket(session.id), await open_socket(session.id)
         await join(watcher, "w")
+        await receive_type(ws, "user-joined")  # the watcher's, so it cannot arrive later
         await join(ws, "u", "Old")
         await join(ws, "u", "New")
         assert await until_pong(ws) == []

@@ -3,29 +3,13 @@
 import asyncio
 import json
 import sqlite3
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json, next_message
 from sessions.document import apply
-
-
-def http_json(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
-async def next_of(ws, type_, timeout=5):  # noqa: ASYNC109 - a helper's deadline
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == type_:
-                return message
 
 
 async def test_two_users_edit_through_daphne(live_server_process):
@@ -38,22 +22,22 @@ async def test_two_users_edit_through_daphne(live_server_process):
         welcome_b = json.loads(await b.recv())
         assert welcome_a["type"] == welcome_b["type"] == "welcome"
         await a.send(json.dumps({"type": "join", "userId": "alice", "data": {"name": "Alice"}}))
-        joined = await next_of(b, "user-joined")
+        joined = await next_message(b, "user-joined")
         assert joined["userId"] == "alice"
         code = welcome_a["data"]["currentCode"] + "x = 1\n"
         await a.send(json.dumps({"type": "code-update", "userId": "alice", "data": {"code": code, "changes": []}}))
-        update = await next_of(b, "code-update")
+        update = await next_message(b, "code-update")
         assert update["data"]["code"] == code
         version = update["data"]["version"]
         await b.send(json.dumps({"type": "join", "userId": "bob", "data": {"name": "Bob"}}))
         delta = [{"from": 0, "to": 0, "insert": "😀"}]
         await b.send(json.dumps({"type": "code-update", "data": {"changes": delta, "version": version}}))
-        assert (await next_of(b, "code-ack"))["data"]["version"] == version + 1
-        assert (await next_of(a, "code-update"))["data"]["code"] == "😀" + code
+        assert (await next_message(b, "code-ack"))["data"]["version"] == version + 1
+        assert (await next_message(a, "code-update"))["data"]["code"] == "😀" + code
         code_url = f"{server.url}/api/sessions/{session['sessionId']}/code"
         await asyncio.to_thread(http_json, code_url, "POST", {"code": "saved"})
-        assert (await next_of(a, "code-update"))["data"]["code"] == "saved"
-        assert (await next_of(b, "code-update"))["data"]["code"] == "saved"
+        assert (await next_message(a, "code-update"))["data"]["code"] == "saved"
+        assert (await next_message(b, "code-update"))["data"]["code"] == "saved"
         body = await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{session['sessionId']}")
         assert body["activeParticipants"] == 2
 
@@ -85,7 +69,7 @@ async def test_acknowledged_changes_survive_sigkill(tmp_path):
                 change = [{"from": 0, "to": 0, "insert": f"{seq};"}]
                 data = {"changes": change, "version": version, "seq": seq}
                 await ws.send(json.dumps({"type": "code-update", "data": data}))
-                ack = await next_of(ws, "code-ack")
+                ack = await next_message(ws, "code-ack")
                 version = ack["data"]["version"]
                 acked[seq] = version
                 if seq == 30:

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from collaboration.tests.otclient import OTClient, boundaries
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json
 
 PG = ("127.0.0.1", 5432)
 REDIS = ("127.0.0.1", 6379)
@@ -42,13 +42,6 @@ def postgres_database():
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def http_json(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
 async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
     """Clients on two processes edit one document concurrently and all end with the database's text."""
     env = {"DATABASE_URL": postgres_database, "REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_PREFIX": uuid.uuid4().hex}
@@ -67,7 +60,7 @@ async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
         clients = []
         for i, ws in enumerate(sockets):
             welcome = json.loads(await ws.recv())
-            clients.append(OTClient(welcome["data"]["currentCode"], welcome["data"]["version"]))
+            clients.append(OTClient.from_welcome(welcome))
             await ws.send(json.dumps({"type": "join", "userId": f"user{i}", "data": {"name": f"U{i}"}}))
 
         async def drive(ws, client, index):
@@ -87,15 +80,9 @@ async def test_clients_on_two_processes_converge(tmp_path, postgres_database):
                     raw = await asyncio.wait_for(ws.recv(), quiet)
                 except TimeoutError:
                     return
-                message = json.loads(raw)
-                if message["type"] == "code-update":
-                    client.remote(message["data"]["changes"], message["data"]["version"])
-                elif message["type"] == "code-ack":
-                    outgoing = client.ack(message["data"]["version"])
-                    if outgoing:
-                        await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
-                elif message["type"] == "error":
-                    raise AssertionError(message)
+                outgoing = client.receive(json.loads(raw))
+                if outgoing:
+                    await ws.send(json.dumps({"type": "code-update", "data": outgoing}))
 
         await asyncio.gather(*(drive(ws, c, i) for i, (ws, c) in enumerate(zip(sockets, clients, strict=True))))
         code = await asyncio.to_thread(http_json, f"{two.url}/api/sessions/{sid}/code")

@@ -3,23 +3,15 @@
 import asyncio
 import contextlib
 import json
-import urllib.request
 
 import pytest
 from websockets.asyncio.client import connect
 
 from collaboration.services import connections_heartbeat, participant_join
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json
 from sessions.models import ParticipantConnection
 from sessions.selectors import participants_active
-from sessions.services import session_create
-
-
-def _http(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+from sessions.tests.factories import session_make
 
 
 @pytest.mark.django_db
@@ -27,7 +19,7 @@ class TestHeartbeat:
     def test_only_connections_known_open_are_refreshed(self, settings):
         """A row whose connection this process no longer holds is not kept alive: it expires."""
         settings.PRESENCE_TTL_SECONDS = 45
-        session = session_create()
+        session = session_make()
         participant_join(session_id=session.id, user_id="open", name="O", channel_name="chan.open")
         participant_join(session_id=session.id, user_id="ghost", name="G", channel_name="chan.ghost")
         old = ParticipantConnection.objects.first().seen_at.replace(year=2000)
@@ -41,19 +33,15 @@ class TestHeartbeat:
 
 @pytest.fixture
 def presence_server(tmp_path):
-    server = RunningServer(
-        tmp_path,
-        env={
-            "PRESENCE_TTL_SECONDS": "5",
-            "PRESENCE_HEARTBEAT_SECONDS": "1",
-            "WS_IDLE_TIMEOUT_SECONDS": "2",
-            "WS_RATE_LIMIT_PER_SECOND": "1000",
-            "WS_RATE_LIMIT_BURST": "1000",
-        },
-    )
-    server.start()
-    yield server
-    server.stop()
+    env = {
+        "PRESENCE_TTL_SECONDS": "5",
+        "PRESENCE_HEARTBEAT_SECONDS": "1",
+        "WS_IDLE_TIMEOUT_SECONDS": "2",
+        "WS_RATE_LIMIT_PER_SECOND": "1000",
+        "WS_RATE_LIMIT_BURST": "1000",
+    }
+    with RunningServer(tmp_path, env=env) as server:
+        yield server
 
 
 async def _close_while_broadcasting(ws, how: int) -> None:
@@ -76,10 +64,10 @@ async def test_no_ghosts_when_sockets_close_during_broadcasts(presence_server):
     edits are broadcast to them, all leave: the others get `user-left`, and /participants and
     activeParticipants are right."""
     server = presence_server
-    session = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
+    session = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
     sid = session["sessionId"]
     # A document of some size, so that what is sent to a closing socket takes a while to flush.
-    await asyncio.to_thread(_http, f"{server.url}/api/sessions/{sid}/code", "POST", {"code": "z" * 20_000})
+    await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}/code", "POST", {"code": "z" * 20_000})
     url = f"{server.ws_url}/ws/sessions/{sid}"
     left: set[str] = set()
     joined: set[str] = set()
@@ -163,11 +151,11 @@ async def test_no_ghosts_when_sockets_close_during_broadcasts(presence_server):
         participants_url = f"{server.url}/api/sessions/{sid}/participants"
         async with asyncio.timeout(60):
             while True:
-                body = await asyncio.to_thread(_http, participants_url)
+                body = await asyncio.to_thread(http_json, participants_url)
                 present = sorted(p["userId"] for p in body["participants"])
                 if present == ["editor", "watcher"]:
                     break
                 await asyncio.sleep(0.2)
-        assert (await asyncio.to_thread(_http, f"{server.url}/api/sessions/{sid}"))["activeParticipants"] == 2
+        assert (await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}"))["activeParticipants"] == 2
     assert left >= set(ghosts)
     assert not left & {"editor", "watcher"}

@@ -9,7 +9,6 @@ from collaboration import messages
 from collaboration.messages import MAX_INT, MessageError
 from collaboration.tests.helpers import close_all, join
 from sessions.models import DocumentOperation, InterviewSession, Participant
-from sessions.services import snapshot_create
 
 TOO_BIG = [2**53, 2**63, 2**64, 2**70]
 
@@ -84,8 +83,7 @@ class TestOverASocket:
     )
     async def test_out_of_range_integers_are_invalid_message(self, new_session, open_socket, caplog, message):
         """INVALID_MESSAGE (never INTERNAL_ERROR or a traceback), nothing stored, nothing broadcast."""
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="abc")
+        session = await new_session(code="abc")
         watcher, ws = await open_socket(session.id), await open_socket(session.id)
         await join(ws, "u")
         await join(watcher, "w")
@@ -107,8 +105,7 @@ class TestOverASocket:
     async def test_the_largest_seq_and_cursor_are_stored(self, new_session, open_socket, settings):
         """seq and line/column of 2^53-1 are kept as sent."""
         settings.CURSOR_STORE_INTERVAL_SECONDS = 0
-        session = await new_session()
-        await database_sync_to_async(snapshot_create)(session_id=session.id, code="abc")
+        session = await new_session(code="abc")
         ws = await open_socket(session.id)
         await join(ws, "u")
         await ws.send_json_to({"type": "code-update", "data": delta(seq=MAX_INT)})

@@ -4,7 +4,6 @@ import asyncio
 import json
 import statistics
 import time
-import urllib.request
 
 import pytest
 from hypothesis import HealthCheck, given
@@ -14,7 +13,7 @@ from websockets.asyncio.client import connect
 
 from collaboration import messages
 from collaboration.writer import DocumentWriter, Submission
-from interview.testing import RunningServer
+from interview.testing import RunningServer, http_json, next_message
 from sessions import document
 from sessions.models import InterviewSession
 from sessions.services import (
@@ -25,9 +24,8 @@ from sessions.services import (
     code_change_apply,
     code_changes_apply,
     rebase_work_budget,
-    session_create,
-    snapshot_create,
 )
+from sessions.tests.factories import session_make, snapshot_make
 from sessions.tests.test_document import change_lists, texts
 
 
@@ -78,7 +76,7 @@ class TestMaxChanges:
 
 def _versions(session_id, count):
     for i in range(count):
-        snapshot_create(session_id=session_id, code=f"v{i}\n" + "x" * 100)
+        snapshot_make(session_id, f"v{i}\n" + "x" * 100)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -86,7 +84,7 @@ class TestRebaseWork:
     def test_changes_times_versions_behind_over_the_bound_must_resync(self, settings):
         """A delta whose changes x versions behind exceed OT_MAX_REBASE_WORK gets RESYNC, changing nothing."""
         settings.OT_MAX_REBASE_WORK = 100
-        session = session_create()
+        session = session_make()
         base = InterviewSession.objects.get(pk=session.id).version
         _versions(session.id, 30)
         before = InterviewSession.objects.get(pk=session.id)
@@ -106,8 +104,7 @@ class TestRebaseWork:
     def test_a_long_log_must_resync(self, settings):
         """The changes of the versions rebased over count too: a huge log is not decoded and walked."""
         settings.OT_MAX_REBASE_WORK = 50
-        session = session_create()
-        snapshot_create(session_id=session.id, code="y" * 200)
+        session = session_make(code="y" * 200)
         base = InterviewSession.objects.get(pk=session.id).version
         wide = [{"from": i, "to": i, "insert": "z"} for i in range(0, 60, 2)]
         code_change_apply(session_id=session.id, change=CodeChange(changes=wide[:30], base_version=base))
@@ -119,8 +116,7 @@ class TestRebaseWork:
     def test_a_round_defers_work_past_its_budget(self, settings):
         """Changes past a round's work budget are deferred unchanged (later ones of their session too)."""
         settings.OT_MAX_REBASE_WORK = 1000
-        a, b = session_create(), session_create()
-        snapshot_create(session_id=a.id, code="y" * 200)
+        a, b = session_make(code="y" * 200), session_make()
         base_a = InterviewSession.objects.get(pk=a.id).version
         base_b = InterviewSession.objects.get(pk=b.id).version
         _versions(a.id, 10)
@@ -161,41 +157,24 @@ class TestWriterTurns:
 # --- The attack of issue 8 against the real server ---------------------------------------------
 
 
-def _http(url, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-async def _next(ws, *types, timeout=30):  # noqa: ASYNC109 - a safety net, not a wait
-    async with asyncio.timeout(timeout):
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] in types:
-                return message
-
-
 @pytest.fixture
 def attack_server(tmp_path):
-    server = RunningServer(tmp_path, env={"WS_RATE_LIMIT_PER_SECOND": "1000", "WS_RATE_LIMIT_BURST": "1000"})
-    server.start()
-    yield server
-    server.stop()
+    with RunningServer(tmp_path, env={"WS_RATE_LIMIT_PER_SECOND": "1000", "WS_RATE_LIMIT_BURST": "1000"}) as server:
+        yield server
 
 
 async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
     """The issue's attack (10,000 changes based 300 versions back, made with REST saves) and the
     largest deltas the bounds let through, sent without pause, leave another session's acks fast."""
     server = attack_server
-    attacker = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
-    victim = await asyncio.to_thread(_http, f"{server.url}/api/sessions", "POST", {})
+    attacker = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
+    victim = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
     code_url = f"{server.url}/api/sessions/{attacker['sessionId']}/code"
     body = "".join(f"line {i:06d}\n" for i in range(2_000))  # 24 KB
-    await asyncio.to_thread(_http, code_url, "POST", {"code": body})
-    base = (await asyncio.to_thread(_http, code_url))["version"]
+    await asyncio.to_thread(http_json, code_url, "POST", {"code": body})
+    base = (await asyncio.to_thread(http_json, code_url))["version"]
     for i in range(300):
-        await asyncio.to_thread(_http, code_url, "POST", {"code": body + f"save {i}\n"})
+        await asyncio.to_thread(http_json, code_url, "POST", {"code": body + f"save {i}\n"})
     attack = [{"from": i * 2, "to": i * 2 + 1, "insert": "Q" * 40} for i in range(10_000)]
     legal = [{"from": i * 2, "to": i * 2 + 1, "insert": "Q"} for i in range(1000)]
 
@@ -204,8 +183,8 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
         connect(ws_base + attacker["sessionId"], max_size=None) as bad,
         connect(ws_base + victim["sessionId"]) as good,
     ):
-        await _next(bad, "welcome")
-        version = (await _next(good, "welcome"))["data"]["version"]
+        await next_message(bad, "welcome")
+        version = (await next_message(good, "welcome"))["data"]["version"]
         await bad.send(json.dumps({"type": "join", "userId": "mallory", "data": {}}))
         await good.send(json.dumps({"type": "join", "userId": "victor", "data": {}}))
 
@@ -227,14 +206,21 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
                 answer.set()
 
         reader = asyncio.ensure_future(read_attack_answers())
+
+        async def victim_types(seqs) -> list[float]:
+            """The victim types one character per seq; how long each ack took."""
+            nonlocal version
+            times = []
+            for seq in seqs:
+                started = time.perf_counter()
+                data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
+                await good.send(json.dumps({"type": "code-update", "data": data}))
+                version = (await next_message(good, "code-ack"))["data"]["version"]
+                times.append(time.perf_counter() - started)
+            return times
+
         # Before: the victim's ack times with nobody else busy.
-        quiet = []
-        for seq in range(1, 21):
-            started = time.perf_counter()
-            data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
-            await good.send(json.dumps({"type": "code-update", "data": data}))
-            version = (await _next(good, "code-ack"))["data"]["version"]
-            quiet.append(time.perf_counter() - started)
+        quiet = await victim_types(range(1, 21))
 
         stop = asyncio.Event()
 
@@ -254,16 +240,10 @@ async def test_an_expensive_delta_does_not_stall_another_session(attack_server):
                     await answer.wait()
 
         attacking = asyncio.ensure_future(attack_loop())
-        busy = []
         try:
             await answer.wait()
             served_before = answered["ack"]
-            for seq in range(21, 321):
-                started = time.perf_counter()
-                data = {"changes": [{"from": 0, "to": 0, "insert": "k"}], "version": version, "seq": seq}
-                await good.send(json.dumps({"type": "code-update", "data": data}))
-                version = (await _next(good, "code-ack"))["data"]["version"]
-                busy.append(time.perf_counter() - started)
+            busy = await victim_types(range(21, 321))
             served = answered["ack"] - served_before
         finally:
             stop.set()

@@ -11,7 +11,6 @@ from collaboration.tests.helpers import close_all
 from execution import sandbox, services
 from interview.testing import PATIENCE_SECONDS
 from sessions.models import ChangeType, HistoryEntry
-from sessions.services import session_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,9 +81,9 @@ class TestExecute:
         _, body = await execute({"code": java, "language": "java", "timeout": 10})
         assert body["stdout"] == "7\n", body
 
-    async def test_result_is_recorded_in_the_session_and_sent_to_clients(self, open_socket):
+    async def test_result_is_recorded_in_the_session_and_sent_to_clients(self, new_session, open_socket):
         """With sessionId, the run becomes an execution history entry and an execution-result message."""
-        session = await database_sync_to_async(session_create)(language="python")
+        session = await new_session(language="python")
         ws = await open_socket(session.id)
         _, body = await execute({"code": "print('hi')", "language": "python", "sessionId": str(session.id)})
         assert body["success"] is True

@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from execution import sandbox, services
+from interview.testing import http_json
 
 pytestmark = pytest.mark.skipif(
     not sandbox.sandbox_status(services.sandbox_config()).usable, reason="the sandbox cannot run here"
@@ -36,14 +37,7 @@ HOSTILE = {
 
 
 def post(url, body, timeout=60):
-    request = urllib.request.Request(
-        f"{url}/api/execute",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read())
+    return http_json(f"{url}/api/execute", "POST", body, timeout=timeout)
 
 
 def health_time(url) -> float:

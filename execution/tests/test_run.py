@@ -47,6 +47,18 @@ async def run(language, code, stdin="", limits=None, config=CONFIG) -> Execution
     )
 
 
+def sleeping_run(pool: ExecutionPool):
+    """A run of 0.3 s on `pool`."""
+    return pool.run(language="python", code="import time; time.sleep(0.3)", limits=Limits(), config=CONFIG)
+
+
+async def start_sleeping_run(pool: ExecutionPool) -> asyncio.Task:
+    """A sleeping run started on `pool`, given time to take a slot or its place in the queue."""
+    task = asyncio.create_task(sleeping_run(pool))
+    await asyncio.sleep(0.05)
+    return task
+
+
 def processes_of_run_uids() -> list[tuple[int, int]]:
     """(pid, uid) of live processes of the per-run uid range started by this test process.
 
@@ -807,14 +819,10 @@ class TestLifecycle:
     async def test_pool_bounds_concurrency_and_queue(self):
         """ExecutionPool runs max_concurrent at once, queues max_queue, refuses the rest."""
         pool = ExecutionPool(max_concurrent=1, max_queue=1)
-        kwargs = {"language": "python", "code": "import time; time.sleep(0.3)", "limits": Limits(), "config": CONFIG}
-        first = asyncio.create_task(pool.run(**kwargs))
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(pool.run(**kwargs))
-        await asyncio.sleep(0.05)
+        first, second = await start_sleeping_run(pool), await start_sleeping_run(pool)
         assert (pool.active, pool.queued) == (1, 1)
         with pytest.raises(QueueFull):
-            await pool.run(**kwargs)
+            await sleeping_run(pool)
         results = await asyncio.gather(first, second)
         assert [r.status for r in results] == ["ok", "ok"]
         assert (pool.active, pool.queued) == (0, 0)
@@ -822,11 +830,7 @@ class TestLifecycle:
     async def test_pool_queue_survives_cancellation(self):
         """A cancelled waiter gives its place back."""
         pool = ExecutionPool(max_concurrent=1, max_queue=2)
-        kwargs = {"language": "python", "code": "import time; time.sleep(0.3)", "limits": Limits(), "config": CONFIG}
-        first = asyncio.create_task(pool.run(**kwargs))
-        await asyncio.sleep(0.05)
-        waiting = asyncio.create_task(pool.run(**kwargs))
-        await asyncio.sleep(0.05)
+        first, waiting = await start_sleeping_run(pool), await start_sleeping_run(pool)
         waiting.cancel()
         await asyncio.sleep(0)
         assert pool.queued == 0

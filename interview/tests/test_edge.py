@@ -8,8 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 
 import pytest
 from channels.testing import WebsocketCommunicator
@@ -17,21 +15,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from interview.middleware import ForwardedClientMiddleware, forwarded_client
-from interview.testing import BASE_DIR, RunningServer
+from interview.testing import BASE_DIR, RunningServer, assert_error, http_call, next_message
 
 LIMITED_RATES = {"RATE_SESSION_CREATE": "2/minute", "RATE_CODE_SAVE": "2/minute", "RATE_EXECUTION": "2/minute"}
-
-
-def call(url, method="GET", body=None, headers=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 def chunked(server, method, path, chunks: list[bytes]) -> tuple[int, dict]:
@@ -49,18 +35,11 @@ def chunked(server, method, path, chunks: list[bytes]) -> tuple[int, dict]:
         return response.status, json.loads(response.read() or b"null")
 
 
-def assert_error(body, status, code):
-    assert body["error"] == code, body
-    assert body["statusCode"] == status
-    assert body["detail"] == body["message"]
-
-
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory):
     """The real server with the documented setting (no NUM_PROXIES) and two requests a minute."""
-    server = RunningServer(tmp_path_factory.mktemp("limited"), env=LIMITED_RATES).start()
-    yield server
-    server.stop()
+    with RunningServer(tmp_path_factory.mktemp("limited"), env=LIMITED_RATES) as server:
+        yield server
 
 
 # --- Finding 6: a forged X-Forwarded-For never splits a rate limit ----------------------------
@@ -150,19 +129,21 @@ async def test_scope_client_follows_num_proxies(settings, num_proxies, client, k
 def test_forged_forwarded_for_is_limited_on_the_real_server(limited_server):
     """On `manage.py serve`, forged X-Forwarded-For headers share one address's creation, save and run limits."""
     url = limited_server.url
-    statuses = [call(f"{url}/api/sessions", "POST", {}, {"X-Forwarded-For": f"198.51.100.{i}"})[0] for i in range(3)]
+    statuses = [
+        http_call(f"{url}/api/sessions", "POST", {}, {"X-Forwarded-For": f"198.51.100.{i}"})[0] for i in range(3)
+    ]
     assert statuses == [201, 201, 429]
     # The creation budget is spent; the session to save into comes from the database directly.
     sid = limited_server.manage(
         "shell", "-c", "from sessions.services import session_create; print(session_create().id)"
     ).stdout.split()[-1]
+    code_url = f"{url}/api/sessions/{sid}/code"
     statuses = [
-        call(f"{url}/api/sessions/{sid}/code", "POST", {"code": f"x = {i}\n"}, {"X-Forwarded-For": f"10.9.9.{i}"})[0]
-        for i in range(3)
+        http_call(code_url, "POST", {"code": f"x = {i}\n"}, {"X-Forwarded-For": f"10.9.9.{i}"})[0] for i in range(3)
     ]
     assert statuses == [200, 200, 429]
     runs = [
-        call(
+        http_call(
             f"{url}/api/execute", "POST", {"code": "print(1)", "language": "python"}, {"X-Forwarded-For": f"10.8.{i}.1"}
         )
         for i in range(3)
@@ -185,12 +166,12 @@ def test_chunked_session_creation_uses_the_body(live_server_process):
 def test_chunked_code_save_is_stored(live_server_process):
     """A chunked code save stores the code it carries."""
     url = live_server_process.url
-    _, session = call(f"{url}/api/sessions", "POST", {"language": "python"})
+    _, session = http_call(f"{url}/api/sessions", "POST", {"language": "python"})
     sid = session["sessionId"]
     body = json.dumps({"code": "print('chunked')\n"}).encode()
     status, receipt = chunked(live_server_process, "POST", f"/api/sessions/{sid}/code", [body[:3], body[3:]])
     assert status == 200, receipt
-    assert call(f"{url}/api/sessions/{sid}/code")[1]["code"] == "print('chunked')\n"
+    assert http_call(f"{url}/api/sessions/{sid}/code")[1]["code"] == "print('chunked')\n"
 
 
 def test_chunked_body_over_the_limit_is_413(live_server_process, settings):
@@ -217,7 +198,7 @@ def test_chunked_malformed_json_is_400(live_server_process):
 async def test_unknown_websocket_path_is_refused_without_a_traceback(live_server_process, path):
     """The handshake is refused (403: daphne's answer to a refusal), never a 500 with a logged traceback."""
     server = live_server_process
-    _, session = await asyncio.to_thread(call, f"{server.url}/api/sessions", "POST", {})
+    _, session = await asyncio.to_thread(http_call, f"{server.url}/api/sessions", "POST", {})
     logged_before = server.log_path.stat().st_size
     with pytest.raises(InvalidStatus) as refused:
         async with connect(server.ws_url + path.format(sid=session["sessionId"])):
@@ -237,14 +218,10 @@ def ping_of(size: int, char: str = "x") -> str:
     return head + char * (room // len(char.encode())) + tail
 
 
-async def next_message(ws) -> dict:
-    return json.loads(await asyncio.wait_for(ws.recv(), 60))
-
-
 @pytest.fixture
 async def live_socket(live_server_process):
     server = live_server_process
-    _, session = await asyncio.to_thread(call, f"{server.url}/api/sessions", "POST", {})
+    _, session = await asyncio.to_thread(http_call, f"{server.url}/api/sessions", "POST", {})
     async with connect(f"{server.ws_url}/ws/sessions/{session['sessionId']}", max_size=None) as ws:
         assert (await next_message(ws))["type"] == "welcome"
         yield ws
@@ -339,9 +316,9 @@ def test_a_read_is_not_refused_while_another_connection_writes():
     from django.db import connections, transaction
 
     from sessions.models import InterviewSession
-    from sessions.services import session_create
+    from sessions.tests.factories import session_make
 
-    session = session_create()
+    session = session_make()
     outcome = {}
 
     def read():

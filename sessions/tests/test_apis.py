@@ -7,43 +7,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from interview.testing import assert_error
 from sessions.models import (
     ChangeType,
     CodeSnapshot,
     HistoryEntry,
     InterviewSession,
-    Participant,
-    ParticipantConnection,
 )
+from sessions.tests.factories import participant_make, session_expire
 
 pytestmark = pytest.mark.django_db
-
-
-def add_participant(session, user_id, name, *, live=0, stale=0, cursor=None):
-    """A participant with `live` fresh connections and `stale` ones from a dead process."""
-    participant = Participant.objects.create(session=session, user_id=user_id, name=name, cursor_position=cursor)
-    old = timezone.now() - timedelta(hours=1)
-    for i in range(live + stale):
-        ParticipantConnection.objects.create(
-            participant=participant,
-            channel_name=f"{user_id}-{i}",
-            server_id="test",
-            seen_at=timezone.now() if i < live else old,
-        )
-    return participant
-
-
-ERROR_KEYS = {"error", "message", "statusCode", "detail"}
-
-
-def assert_error(response, status: int, code: str):
-    body = response.json()
-    assert response.status_code == status, body
-    assert set(body) >= ERROR_KEYS
-    assert body["error"] == code
-    assert body["statusCode"] == status
-    assert body["detail"] == body["message"]
-    return body
 
 
 class TestSessionCreate:
@@ -164,7 +137,7 @@ class TestSessionRetrieve:
     def test_expired_session_is_404_everywhere(self, api, make_session):
         """An expired session is gone for every endpoint."""
         sid = make_session()["sessionId"]
-        InterviewSession.objects.filter(pk=sid).update(expires_at=timezone.now() - timedelta(seconds=1))
+        session_expire(sid, ago=timedelta(seconds=1))
         for path in ["", "/code", "/participants", "/history"]:
             assert_error(api.get(f"/api/sessions/{sid}{path}"), 404, "SESSION_NOT_FOUND")
         assert_error(api.patch(f"/api/sessions/{sid}", {"title": "x"}), 404, "SESSION_NOT_FOUND")
@@ -175,10 +148,10 @@ class TestSessionRetrieve:
         """activeParticipants counts distinct joined users with a live connection, not stale ones."""
         sid = make_session()["sessionId"]
         session = InterviewSession.objects.get(pk=sid)
-        add_participant(session, "a", "A", live=2)
-        add_participant(session, "b", "B", live=1, stale=1)
-        add_participant(session, "c", "C")
-        add_participant(session, "d", "D", stale=2)
+        participant_make(session, "a", "A", live=2)
+        participant_make(session, "b", "B", live=1, stale=1)
+        participant_make(session, "c", "C")
+        participant_make(session, "d", "D", stale=2)
         assert api.get(f"/api/sessions/{sid}").json()["activeParticipants"] == 2
 
 
@@ -364,9 +337,9 @@ class TestParticipants:
         """Only participants with an open connection are listed, in the contract's shape."""
         sid = make_session()["sessionId"]
         session = InterviewSession.objects.get(pk=sid)
-        add_participant(session, "u1", "Ann", live=1, cursor={"line": 1, "column": 2})
-        add_participant(session, "u2", "Gone")
-        add_participant(session, "u3", "Crashed", stale=1)
+        participant_make(session, "u1", "Ann", live=1, cursor={"line": 1, "column": 2})
+        participant_make(session, "u2", "Gone")
+        participant_make(session, "u3", "Crashed", stale=1)
         body = api.get(f"/api/sessions/{sid}/participants").json()
         assert body["sessionId"] == sid
         assert len(body["participants"]) == 1

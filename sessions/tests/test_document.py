@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from collaboration.tests.otclient import boundaries
 from sessions.document import (
     Change,
     ChangeError,
@@ -21,14 +22,6 @@ from sessions.document import (
 SYMBOLS = "ab\né中😀𝄞"
 texts = st.text(alphabet=st.sampled_from(SYMBOLS), max_size=12)
 inserts = st.text(alphabet=st.sampled_from(SYMBOLS), max_size=4)
-
-
-def boundaries(text: str) -> list[int]:
-    """UTF-16 offsets of every code-point boundary in `text`."""
-    offsets = [0]
-    for character in text:
-        offsets.append(offsets[-1] + utf16_len(character))
-    return offsets
 
 
 @st.composite

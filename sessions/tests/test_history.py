@@ -11,7 +11,8 @@ from django.utils import timezone
 from execution import sandbox
 from execution.services import execution_record
 from sessions.models import ChangeType, HistoryEntry
-from sessions.services import CodeChange, code_change_apply, session_cache_forget, snapshot_create
+from sessions.services import CodeChange, code_change_apply, session_cache_forget
+from sessions.tests.factories import snapshot_make
 
 pytestmark = pytest.mark.django_db
 
@@ -43,25 +44,20 @@ class TestBursts:
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
         type_text(sid, "alice", "ab")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid)) == [("edit", "alice", 2), ("snapshot", None, 1), ("edit", "alice", 1)]
 
-    def test_a_language_change_ends_the_burst_before_it(self, api, make_session):
-        """A language change (REST) between edits splits the burst."""
+    @pytest.mark.parametrize(
+        ("change", "kind"), [({"language": "python"}, "language-change"), ({"title": "Two sum"}, "title-change")]
+    )
+    def test_a_language_or_title_change_ends_the_burst_before_it(self, api, make_session, change, kind):
+        """A language or title change (REST) between edits splits the burst."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        assert api.patch(f"/api/sessions/{sid}", {"language": "python"}, format="json").status_code == 200
+        assert api.patch(f"/api/sessions/{sid}", change, format="json").status_code == 200
         type_text(sid, "alice", "ab")
-        assert [e["changeType"] for e in history(api, sid)] == ["edit", "language-change", "edit"]
-
-    def test_a_title_change_ends_the_burst_before_it(self, api, make_session):
-        """A title change between edits splits the burst."""
-        sid = make_session()["sessionId"]
-        type_text(sid, "alice", "a")
-        assert api.patch(f"/api/sessions/{sid}", {"title": "Two sum"}, format="json").status_code == 200
-        type_text(sid, "alice", "ab")
-        assert [e["changeType"] for e in history(api, sid)] == ["edit", "title-change", "edit"]
+        assert [e["changeType"] for e in history(api, sid)] == ["edit", kind, "edit"]
 
     def test_a_run_ends_the_burst_before_it(self, api, make_session):
         """A run recorded in the session between edits splits the burst."""
@@ -76,7 +72,7 @@ class TestBursts:
         """A process that never saw the burst (its cache is empty) still does not extend it over a snapshot."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         session_cache_forget(session_id=uuid.UUID(sid))
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid)) == [("edit", "alice", 1), ("snapshot", None, 1), ("edit", "alice", 1)]
@@ -105,7 +101,7 @@ class TestOrder:
         """limit=1 answers the edit made after the last snapshot, not the snapshot."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         type_text(sid, "alice", "saved!")
         assert kinds(history(api, sid, limit=1)) == [("edit", "alice", 1)]
 
@@ -268,7 +264,7 @@ class TestAnswerSize:
         """Small answers are as before: codes present, nothing omitted, edits without code."""
         sid = make_session()["sessionId"]
         type_text(sid, "alice", "a")
-        snapshot_create(session_id=sid, code="saved")
+        snapshot_make(sid, "saved")
         entries = history(api, sid)
         assert [(e["codeSnapshot"], e["codeSnapshotOmitted"]) for e in entries] == [(None, False), ("saved", False)]
 

@@ -14,9 +14,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
-from django.utils import timezone
 
 from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT
@@ -36,7 +34,8 @@ from sessions.models import (
     ParticipantConnection,
 )
 from sessions.selectors import session_export
-from sessions.services import CodeChange, code_change_apply, session_create, session_update, snapshot_create
+from sessions.services import CodeChange, code_change_apply, session_update
+from sessions.tests.factories import participant_make, session_expire, session_make, snapshot_make
 
 CHANGELIST = "/admin/interview_sessions/interviewsession/"
 
@@ -44,23 +43,18 @@ CHANGELIST = "/admin/interview_sessions/interviewsession/"
 def populate(*, title: str = "Two sum", expired_hours_ago: float | None = None) -> InterviewSession:
     """A session that went through everything: edits by two users, a snapshot, a language
     change, participants with connections and a cursor; optionally expired."""
-    session = session_create(language="python", title=title)
+    session = session_make(language="python", title=title)
     code_change_apply(session_id=session.id, change=CodeChange(code="print('héllo')\n", user_id="alice"))
     code_change_apply(
         session_id=session.id,
         change=CodeChange(changes=[{"from": 0, "to": 0, "insert": "# 🎉\n"}], base_version=1, user_id="bob", seq=1),
     )
-    snapshot_create(session_id=session.id, code="# 🎉\nprint(2)\n", user_id="alice")
+    snapshot_make(session.id, "# 🎉\nprint(2)\n", user_id="alice")
     session_update(session_id=session.id, language="javascript", user_id="bob")
-    for user_id, name, cursor in [("alice", "Alice", {"line": 2, "column": 3}), ("bob", "Bob", None)]:
-        participant = Participant.objects.create(session=session, user_id=user_id, name=name, cursor_position=cursor)
-        ParticipantConnection.objects.create(
-            participant=participant, channel_name=f"test.{uuid.uuid4().hex}", server_id="test"
-        )
+    participant_make(session, "alice", "Alice", live=1, cursor={"line": 2, "column": 3})
+    participant_make(session, "bob", "Bob", live=1)
     if expired_hours_ago is not None:
-        InterviewSession.objects.filter(pk=session.id).update(
-            expires_at=timezone.now() - timedelta(hours=expired_hours_ago)
-        )
+        session_expire(session.id, ago=timedelta(hours=expired_hours_ago))
     session.refresh_from_db()
     return session
 
@@ -309,7 +303,7 @@ class TestExport:
 
     def test_export_leaves_out_secrets_and_presence(self):
         """Neither the owner token nor its hash, nor live connections, are part of an export."""
-        session = session_create(language="python")
+        session = session_make(language="python")
         stored = InterviewSession.objects.get(pk=session.id)
         assert stored.owner_token_hash
         text = json.dumps(session_export(session_id=session.id))
@@ -414,7 +408,7 @@ class TestImport:
         """Importing over an existing session fails and changes nothing."""
         session = populate()
         exported = session_export(session_id=session.id)
-        snapshot_create(session_id=session.id, code="changed")
+        snapshot_make(session.id, "changed")
         after_change = session_export(session_id=session.id)
         with pytest.raises(SessionImportError, match="exists already"):
             session_import(data=exported)
@@ -424,8 +418,8 @@ class TestImport:
         """With replace the existing session is deleted first, so the import wins entirely."""
         session = populate()
         exported = session_export(session_id=session.id)
-        snapshot_create(session_id=session.id, code="changed")
-        Participant.objects.create(session=session, user_id="carol", name="Carol")
+        snapshot_make(session.id, "changed")
+        participant_make(session, "carol", "Carol")
 
         owner_token_hash = InterviewSession.objects.get(pk=session.id).owner_token_hash
 
@@ -524,7 +518,7 @@ class TestExportImportCommands:
         target = tmp_path / "export.json"
         run("export_session", str(session.id), "--output", str(target))
         exported = session_export(session_id=session.id)
-        snapshot_create(session_id=session.id, code="changed")
+        snapshot_make(session.id, "changed")
 
         with pytest.raises(CommandError, match="exists already"):
             run("import_session", str(target))
@@ -568,13 +562,6 @@ class TestExportImportCommands:
         assert "CommandError: No session with id 'not-a-uuid'." in result.stderr
         assert "Traceback" not in result.stderr
         assert result.stdout == ""
-
-
-@pytest.fixture
-def staff_client(client):
-    user = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-1234567")
-    client.force_login(user)
-    return client
 
 
 def admin_action(staff_client, action: str, sessions, **kwargs):

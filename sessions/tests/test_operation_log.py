@@ -14,9 +14,9 @@ from sessions.services import (
     ResyncRequired,
     code_change_apply,
     session_cache_forget,
-    session_create,
 )
 from sessions.store import OPERATION_ROW_BYTES
+from sessions.tests.factories import session_make
 
 BLOCK = "x" * 1000
 
@@ -55,7 +55,7 @@ class TestSessionLogBound:
 
     def test_the_log_never_holds_more_than_the_bound(self):
         """Pushed far past the bound, a session keeps at most the bound, its newest operations."""
-        sid = session_create().id
+        sid = session_make().id
         for _ in range(10):
             version = push(sid, 20)
             assert stored_bytes(sid) <= 40_000
@@ -66,13 +66,13 @@ class TestSessionLogBound:
 
     def test_the_trim_keeps_about_half_the_bound(self):
         """Trimming goes down to half the bound, so it happens once per half-bound of writes."""
-        sid = session_create().id
+        sid = session_make().id
         push(sid, 40)
         assert 10_000 < stored_bytes(sid) <= 40_000
 
     def test_a_trimmed_session_stays_editable(self):
         """After trimming, a delta on the current version and a full text are applied as usual."""
-        sid = session_create().id
+        sid = session_make().id
         version = push(sid, 100)
         session_cache_forget(session_id=sid)
         start = InterviewSession.objects.get(pk=sid).code
@@ -83,7 +83,7 @@ class TestSessionLogBound:
 
     def test_a_delta_based_on_trimmed_versions_must_resync(self):
         """A delta based before the oldest kept operation gets RESYNC_REQUIRED with the document."""
-        sid = session_create().id
+        sid = session_make().id
         version = push(sid, 100)
         session_cache_forget(session_id=sid)  # as in another process, or past the cache's window
         oldest = DocumentOperation.objects.filter(session_id=sid).order_by("version").first().version

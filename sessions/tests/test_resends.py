@@ -10,18 +10,15 @@ from sessions.services import (
     InvalidChange,
     code_change_apply,
     session_cache_forget,
-    session_create,
-    snapshot_create,
 )
+from sessions.tests.factories import session_make
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def session(db):
-    session = session_create()
-    snapshot_create(session_id=session.id, code="abc")
-    return session
+    return session_make(code="abc")
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""Test data: the one way every app's tests make sessions, saved code and participants.
+
+Sessions and snapshots go through the real services, so a test's data is what the app
+itself would have written. `conftest.py`'s `make_session` and `new_session` fixtures are
+thin wrappers over these functions.
+"""
+
+import uuid
+from datetime import timedelta
+
+from django.utils import timezone
+
+from sessions.models import CodeSnapshot, InterviewSession, Participant, ParticipantConnection
+from sessions.services import session_create, snapshot_create
+
+
+def session_make(*, code: str | None = None, **fields) -> InterviewSession:
+    """A session from `session_create(**fields)`; with `code`, that code saved as its first snapshot.
+
+    The returned instance is as `session_create` made it (its `code` and `version` are not
+    refreshed after the snapshot); tests use its `id` and `owner_token`.
+    """
+    session = session_create(**fields)
+    if code is not None:
+        snapshot_make(session.id, code)
+    return session
+
+
+def snapshot_make(session_id, code: str, **fields) -> CodeSnapshot:
+    """Code saved through `snapshot_create`, as a REST save does (one change, announced)."""
+    return snapshot_create(session_id=session_id, code=code, **fields)
+
+
+def session_post(api, **body) -> dict:
+    """A session created over the API by `api` (a DRF test client); its JSON answer."""
+    response = api.post("/api/sessions", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def participant_make(
+    session: InterviewSession,
+    user_id: str,
+    name: str,
+    *,
+    live: int = 0,
+    stale: int = 0,
+    cursor: dict | None = None,
+) -> Participant:
+    """A participant with `live` fresh connections and `stale` ones from a dead process.
+
+    Written as rows, not through `participant_join`: no service makes a connection an hour
+    old, and tests of presence need exactly such rows.
+    """
+    participant = Participant.objects.create(session=session, user_id=user_id, name=name, cursor_position=cursor)
+    old = timezone.now() - timedelta(hours=1)
+    for i in range(live + stale):
+        ParticipantConnection.objects.create(
+            participant=participant,
+            channel_name=f"test.{user_id}-{i}.{uuid.uuid4().hex[:8]}",
+            server_id="test",
+            seen_at=timezone.now() if i < live else old,
+        )
+    return participant
+
+
+def session_expire(session_id, *, ago: timedelta) -> None:
+    """Move a session's expiry `ago` into the past (no service ends a session in the past)."""
+    InterviewSession.objects.filter(pk=session_id).update(expires_at=timezone.now() - ago)

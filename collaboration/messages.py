@@ -9,11 +9,18 @@ from django.conf import settings
 from sessions.models import Language
 
 CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
+
+# Limits of a client message. These three are defined here only; the others come from
+# settings (WS_MAX_MESSAGE_BYTES per frame, MAX_NAME_LENGTH for a join's name,
+# WS_MAX_CHANGES per code-update). MAX_USER_ID is also the max_length of the models'
+# user_id columns: one source for it is to come (issue 9, item 6).
 MAX_USER_ID = 128
 # Every integer of the protocol (seq, version, from/to, line/column, numbers in a
 # selection) is one a browser holds exactly: 0 to Number.MAX_SAFE_INTEGER. Beyond, it
 # would also overflow a 64-bit database column.
 MAX_INT = 2**53 - 1
+# A cursor's `selection`, as JSON characters.
+MAX_SELECTION_CHARS = 2048
 
 
 class MessageError(ValueError):
@@ -77,6 +84,13 @@ def _exact_numbers(value: Any) -> bool:
     if isinstance(value, list):
         return all(_exact_numbers(item) for item in value)
     return True
+
+
+def over_size_limit(text: str) -> bool:
+    """Whether a frame is over WS_MAX_MESSAGE_BYTES, in UTF-8 bytes as it came on the wire."""
+    # Encoding is needed only when the character count (at most 4 bytes each) cannot tell alone.
+    limit = settings.WS_MAX_MESSAGE_BYTES
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
 
 
 def parse(text: str) -> Inbound:
@@ -161,7 +175,7 @@ def parse_cursor(data: dict) -> dict:
         if selection is not None and not isinstance(selection, dict | list):
             raise MessageError("selection must be an object, a list or null.")
         dumped = json.dumps(selection, ensure_ascii=False)
-        if len(dumped) > 2048:
+        if len(dumped) > MAX_SELECTION_CHARS:
             raise MessageError("selection is too large.")
         try:
             exact = _exact_numbers(selection)

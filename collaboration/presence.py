@@ -1,10 +1,11 @@
 """Presence: who is connected to which session, kept in the database so processes agree.
 
-The collaboration app owns presence: `sessions.models.Participant` (a user in a session,
-with its name and stored cursor) and `ParticipantConnection` (one row per open connection)
-are written only here; the sessions app reads them (`sessions.selectors`) and drops them
-with their session. This module holds those writes, the registry of the connections open
-in this process, and the heartbeat that keeps exactly those alive.
+The collaboration app owns presence: while a session lives, `sessions.models.Participant`
+(a user in a session, with its name and stored cursor) and `ParticipantConnection` (one
+row per open connection) are written only here. The sessions app reads them
+(`sessions.selectors`), drops them with their session and restores participants with an
+imported one. This module holds those writes, the registry of the connections open in
+this process, and the heartbeat that keeps exactly those alive.
 """
 
 import asyncio

@@ -245,7 +245,7 @@ class SessionConsumer(InboxConsumer):
             return
         version = event.get("version")
         if version is None:
-            await self.send(text_data=event["text"])
+            await self.send_text(event["text"])
         else:
             await self.delivery.deliver(version, event["text"])
 

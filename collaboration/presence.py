@@ -40,11 +40,8 @@ class PresenceChange:
     participant_count: int
 
 
-def _live(participant: Participant, *, excluding: str | None = None):
-    query = participant.connections.filter(seen_at__gt=presence_cutoff())
-    if excluding is not None:
-        query = query.exclude(channel_name=excluding)
-    return query
+def _live_connections(participant: Participant):
+    return participant.connections.filter(seen_at__gt=presence_cutoff())
 
 
 def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
@@ -58,7 +55,7 @@ def participant_join(*, session_id, user_id: str, name: str, channel_name: str) 
             session=session, user_id=user_id, defaults={"name": name}
         )
         # This connection counts too: joining twice on one socket is not a new arrival.
-        was_present = not created and _live(participant).exists()
+        was_present = not created and _live_connections(participant).exists()
         if not was_present:
             participant.joined_at = timezone.now()
         participant.name = name
@@ -84,7 +81,7 @@ def participant_leave(*, channel_name: str) -> PresenceChange | None:
             return None
         participant = connection.participant
         connection.delete()
-        still_here = _live(participant).exists()
+        still_here = _live_connections(participant).exists()
         count = participant_active_count(session=participant.session)
     return PresenceChange(participant.session_id, participant.user_id, participant.name, not still_here, count)
 

@@ -136,6 +136,8 @@ class DocumentWriter:
         await self.layer.send(submission.reply_channel, events.group_event(frame, version=version))
 
     async def _publish(self, submission: Submission, result) -> None:
+        """Tell the session and the author what became of a change: an applied change goes
+        to the others and is acknowledged to its author; anything else answers the author."""
         change = submission.change
         if isinstance(result, CodeChangeResult):
             ack = frames.code_ack(user_id=change.user_id, version=result.version, seq=change.seq)

@@ -6,14 +6,20 @@ from typing import Any
 
 from django.conf import settings
 
-from sessions.models import Language
+from sessions.models import NAME_MAX_LENGTH, USER_ID_MAX_LENGTH, Language
 
 CLIENT_TYPES = frozenset({"join", "ping", "code-update", "cursor-position", "language-change"})
-MAX_USER_ID = 128
+
+# Limits of a client message. userId and name are as wide as the columns that keep them
+# (sessions.models, their one definition); the frame size (WS_MAX_MESSAGE_BYTES) and changes
+# per code-update (WS_MAX_CHANGES) come from settings; the rest are defined here.
+MAX_USER_ID = USER_ID_MAX_LENGTH
 # Every integer of the protocol (seq, version, from/to, line/column, numbers in a
 # selection) is one a browser holds exactly: 0 to Number.MAX_SAFE_INTEGER. Beyond, it
 # would also overflow a 64-bit database column.
 MAX_INT = 2**53 - 1
+# A cursor's `selection`, as JSON characters.
+MAX_SELECTION_CHARS = 2048
 
 
 class MessageError(ValueError):
@@ -79,6 +85,13 @@ def _exact_numbers(value: Any) -> bool:
     return True
 
 
+def over_size_limit(text: str) -> bool:
+    """Whether a frame is over WS_MAX_MESSAGE_BYTES, in UTF-8 bytes as it came on the wire."""
+    # Encoding is needed only when the character count (at most 4 bytes each) cannot tell alone.
+    limit = settings.WS_MAX_MESSAGE_BYTES
+    return len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
+
+
 def parse(text: str) -> Inbound:
     """A frame as `{type, userId?, timestamp?, data?}`, else MessageError."""
     try:
@@ -109,8 +122,8 @@ def parse_join(message: Inbound) -> tuple[str, str]:
     name = message.data.get("name", "Anonymous")
     if name is None:
         name = "Anonymous"
-    if not isinstance(name, str) or len(name) > settings.MAX_NAME_LENGTH or not _storable(name):
-        raise MessageError(f"name must be a string of at most {settings.MAX_NAME_LENGTH} characters.")
+    if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not _storable(name):
+        raise MessageError(f"name must be a string of at most {NAME_MAX_LENGTH} characters.")
     return message.user_id, name.strip() or "Anonymous"
 
 
@@ -161,7 +174,7 @@ def parse_cursor(data: dict) -> dict:
         if selection is not None and not isinstance(selection, dict | list):
             raise MessageError("selection must be an object, a list or null.")
         dumped = json.dumps(selection, ensure_ascii=False)
-        if len(dumped) > 2048:
+        if len(dumped) > MAX_SELECTION_CHARS:
             raise MessageError("selection is too large.")
         try:
             exact = _exact_numbers(selection)

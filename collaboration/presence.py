@@ -1,18 +1,115 @@
-"""The heartbeat that keeps this process's open connections alive in the database, and the
-registry of which connections those are."""
+"""Presence: who is connected to which session, kept in the database so processes agree.
+
+The collaboration app owns presence: while a session lives, `sessions.models.Participant`
+(a user in a session, with its name and stored cursor) and `ParticipantConnection` (one
+row per open connection) are written only here. The sessions app reads them
+(`sessions.selectors`), drops them with their session and restores participants with an
+imported one. This module holds those writes, the registry of the connections open in
+this process, and the heartbeat that keeps exactly those alive.
+"""
 
 import asyncio
 import logging
+import os
+import socket
+import uuid
 import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
 
-from collaboration.services import connections_heartbeat
+from sessions.models import Participant, ParticipantConnection
+from sessions.selectors import participant_active_count, presence_cutoff, session_get
 
 logger = logging.getLogger(__name__)
 
-_tasks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
+# This process's name on the connections it owns; its heartbeat keeps them alive.
+SERVER_ID = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    session_id: uuid.UUID
+    user_id: str
+    name: str
+    changed: bool  # the user's first connection opened, or last one closed
+    participant_count: int
+
+
+def _live_connections(participant: Participant):
+    return participant.connections.filter(seen_at__gt=presence_cutoff())
+
+
+def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
+    """Record a connection as `user_id`; `changed` when the user was not present before.
+
+    A join again (this connection or another of the same user) only updates the name.
+    """
+    with transaction.atomic():
+        session = session_get(session_id=session_id)
+        participant, created = Participant.objects.get_or_create(
+            session=session, user_id=user_id, defaults={"name": name}
+        )
+        # This connection counts too: joining twice on one socket is not a new arrival.
+        was_present = not created and _live_connections(participant).exists()
+        if not was_present:
+            participant.joined_at = timezone.now()
+        participant.name = name
+        participant.save(update_fields=["name", "joined_at"])
+        # A connection joins once (as one user); joining again refreshes its row.
+        ParticipantConnection.objects.update_or_create(
+            channel_name=channel_name,
+            defaults={"participant": participant, "server_id": SERVER_ID, "seen_at": timezone.now()},
+        )
+        count = participant_active_count(session=session)
+    return PresenceChange(session.id, user_id, name, not was_present, count)
+
+
+def participant_leave(*, channel_name: str) -> PresenceChange | None:
+    """Forget a closed connection; `changed` when it was the user's last one."""
+    with transaction.atomic():
+        connection = (
+            ParticipantConnection.objects.select_related("participant__session")
+            .filter(channel_name=channel_name)
+            .first()
+        )
+        if connection is None:
+            return None
+        participant = connection.participant
+        connection.delete()
+        still_here = _live_connections(participant).exists()
+        count = participant_active_count(session=participant.session)
+    return PresenceChange(participant.session_id, participant.user_id, participant.name, not still_here, count)
+
+
+def participant_cursor_set(*, session_id, user_id: str, cursor: dict) -> None:
+    Participant.objects.filter(session_id=session_id, user_id=user_id).update(cursor_position=cursor)
+
+
+def connections_heartbeat(*, channel_names: Iterable[str], server_id: str = SERVER_ID) -> int:
+    """Keep alive the connections this process knows are open, and drop expired rows.
+
+    Only the names the process holds open are refreshed, not every row carrying its
+    server id: a row whose connection ended without its cleanup (a path nobody thought
+    of) then expires after PRESENCE_TTL_SECONDS like a crashed process's rows.
+    """
+    now = timezone.now()
+    names = sorted(channel_names)
+    refreshed = 0
+    for start in range(0, len(names), 500):  # under every database's parameter limit
+        chunk = names[start : start + 500]
+        refreshed += ParticipantConnection.objects.filter(server_id=server_id, channel_name__in=chunk).update(
+            seen_at=now
+        )
+    ParticipantConnection.objects.filter(seen_at__lte=presence_cutoff()).delete()
+    return refreshed
+
+
+_heartbeats: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task]" = weakref.WeakKeyDictionary()
 
 # Channel names of the connections open in this process: a consumer adds its own when it
 # starts and removes it when it ends, whatever ended it. Only these are kept alive.
@@ -43,6 +140,6 @@ async def _beat():
 def ensure_heartbeat() -> None:
     """Start the heartbeat of the running event loop once; it also clears dead processes' rows."""
     loop = asyncio.get_running_loop()
-    task = _tasks.get(loop)
+    task = _heartbeats.get(loop)
     if task is None or task.done():
-        _tasks[loop] = loop.create_task(_beat())
+        _heartbeats[loop] = loop.create_task(_beat())

@@ -22,6 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from collaboration import frames
 from sessions import events
 from sessions.exceptions import SessionNotFound
 from sessions.services import (
@@ -131,50 +132,36 @@ class DocumentWriter:
             return exc
         return result
 
-    async def _reply(self, submission: Submission, message: dict, version: int | None = None) -> None:
-        await self.layer.send(submission.reply_channel, events.group_event(message, version=version))
+    async def _reply(self, submission: Submission, frame: dict, version: int | None = None) -> None:
+        await self.layer.send(submission.reply_channel, events.serialized_event(frame, version=version))
 
     async def _publish(self, submission: Submission, result) -> None:
+        """Tell the session and the author what became of a change: an applied change goes
+        to the others and is acknowledged to its author; anything else answers the author."""
         change = submission.change
         if isinstance(result, CodeChangeResult):
-            ack = {"version": result.version}
-            if change.seq is not None:
-                ack["seq"] = change.seq
+            ack = frames.code_ack(user_id=change.user_id, version=result.version, seq=change.seq)
             if not result.changed:
-                await self._reply(submission, events.wire_message("code-ack", ack, change.user_id))
+                await self._reply(submission, ack)
                 return
-            update = events.code_update_message(
+            update = frames.code_update(
                 user_id=result.user_id, code=result.code, changes=result.changes, version=result.version
             )
             await self.layer.group_send(
                 events.group_name(result.session_id),
-                events.group_event(update, exclude=submission.reply_channel, version=result.version),
+                events.serialized_event(update, exclude=submission.reply_channel, version=result.version),
             )
-            await self._reply(submission, events.wire_message("code-ack", ack, change.user_id), result.version)
+            await self._reply(submission, ack, result.version)
         elif isinstance(result, ResyncRequired):
             await self._reply(
-                submission,
-                events.wire_message(
-                    "error",
-                    {
-                        "code": "RESYNC_REQUIRED",
-                        "message": str(result),
-                        "currentCode": result.code,
-                        "version": result.version,
-                    },
-                ),
+                submission, frames.resync_required(code=result.code, version=result.version, message=str(result))
             )
         elif isinstance(result, InvalidChange):
-            await self._reply(
-                submission, events.wire_message("error", {"code": "INVALID_MESSAGE", "message": str(result)})
-            )
+            await self._reply(submission, frames.invalid_message(str(result)))
         elif isinstance(result, SessionNotFound):
             await self.layer.send(submission.reply_channel, events.ended_event("not found"))
         else:
-            await self._reply(
-                submission,
-                events.wire_message("error", {"code": "INTERNAL_ERROR", "message": "The change could not be saved."}),
-            )
+            await self._reply(submission, frames.change_not_saved())
 
 
 _writers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DocumentWriter]" = weakref.WeakKeyDictionary()

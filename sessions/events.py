@@ -54,7 +54,6 @@ def serialized_event(message: dict, *, exclude: str | None = None, version: int 
 
 
 # The name collaboration/ still calls it by, until it switches to serialized_event.
-group_event = serialized_event
 
 
 def ended_event(reason: str) -> dict:

@@ -140,7 +140,9 @@ class DocumentOperation(models.Model):
 
 
 class Participant(models.Model):
-    """A user who joined a session; present while one of their connections is alive."""
+    """A user who joined a session; present while one of their connections is alive.
+
+    Written by collaboration.presence (join, leave, cursor), and by a session import."""
 
     session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="participants")
     user_id = models.CharField(max_length=USER_ID_MAX_LENGTH)

@@ -7,7 +7,7 @@ import json
 import pytest
 from websockets.asyncio.client import connect
 
-from collaboration.services import connections_heartbeat, participant_join
+from collaboration.presence import connections_heartbeat, participant_join
 from interview.testing import RunningServer, http_json
 from sessions.models import ParticipantConnection
 from sessions.selectors import participants_active

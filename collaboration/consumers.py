@@ -13,7 +13,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from collaboration import frames, messages
+from collaboration import messages
 from collaboration.cursors import CursorDebounce
 from collaboration.inbox import InboxConsumer
 from collaboration.messages import MessageError
@@ -28,7 +28,7 @@ from collaboration.presence import (
 from collaboration.ratelimit import TokenBucket
 from collaboration.sequencing import OrderedDelivery
 from collaboration.writer import Submission, get_writer
-from sessions import events
+from sessions import events, frames
 from sessions.exceptions import SessionNotFound
 from sessions.selectors import parse_session_id, welcome_state
 from sessions.services import CodeChange, session_update
@@ -167,13 +167,17 @@ class SessionConsumer(InboxConsumer):
         message names someone else (userIds are claims, so only the join decides)."""
         if self.user_id is None:
             raise MessageError(f"Send join before {message.type}.")
-        if message.user_id is not None and message.user_id != self.user_id:
-            raise MessageError("userId is not the user this connection joined as.")
+        self.check_claim(message)
         return self.user_id
 
+    def check_claim(self, message) -> None:
+        """MessageError when a message of a joined connection names another user."""
+        if self.user_id is not None and message.user_id is not None and message.user_id != self.user_id:
+            raise MessageError("userId is not the user this connection joined as.")
+
     async def on_ping(self, message):
-        if self.user_id is not None:
-            self.author(message)
+        # ping needs no join, but after it a ping naming another user is refused too.
+        self.check_claim(message)
         await self.send_frame(frames.pong())
 
     async def on_join(self, message):

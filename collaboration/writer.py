@@ -22,8 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from collaboration import frames
-from sessions import events
+from sessions import events, frames
 from sessions.exceptions import SessionNotFound
 from sessions.services import (
     CodeChange,

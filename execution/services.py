@@ -6,7 +6,7 @@ import weakref
 from django.conf import settings
 
 from execution import sandbox
-from sessions import events
+from sessions import events, frames
 from sessions.services import run_record
 
 
@@ -59,7 +59,7 @@ def execution_record(*, session_id, language: str, code: str, result: sandbox.Ex
     entry = run_record(
         session_id=session_id, code=code, description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"
     )
-    message = events.wire_message("execution-result", {"language": language, **result.as_dict()})
+    message = frames.execution_result(language=language, result=result.as_dict())
     events.publish(entry.session_id, events.serialized_event(message))
 
 

@@ -1,16 +1,17 @@
 """What a session tells its connected WebSocket clients, through the channel layer.
 
-The sessions app owns the group name and the message shapes so that REST writes can
-notify clients without importing the collaboration app (dependencies point one way).
+The sessions app owns the group name and the events so that REST writes can notify
+clients without importing the collaboration app (dependencies point one way); the
+frames themselves are built by `sessions.frames`.
 """
 
-import json
 import logging
 import uuid
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.utils import timezone
+
+from sessions import frames
 
 logger = logging.getLogger(__name__)
 
@@ -24,24 +25,6 @@ def group_name(session_id: uuid.UUID | str) -> str:
     return f"session-{uuid.UUID(str(session_id)).hex}"
 
 
-def wire_message(type_: str, data: dict | None = None, user_id: str | None = None) -> dict:
-    """A server-to-client frame of the WebSocket protocol."""
-    return {
-        "type": type_,
-        "timestamp": timezone.now().isoformat().replace("+00:00", "Z"),
-        "userId": user_id,
-        "data": data if data is not None else {},
-    }
-
-
-def code_update_message(*, user_id, code: str, changes: list, version: int) -> dict:
-    return wire_message("code-update", {"code": code, "changes": changes, "version": version}, user_id)
-
-
-def language_changed_message(*, user_id, language: str) -> dict:
-    return wire_message("language-changed", {"language": language}, user_id)
-
-
 def serialized_event(message: dict, *, exclude: str | None = None, version: int | None = None) -> dict:
     """A wire message as a channel-layer event for the group or one channel, serialised to
     JSON once here for every receiver.
@@ -49,11 +32,8 @@ def serialized_event(message: dict, *, exclude: str | None = None, version: int 
     `exclude` names a channel that must not get it; `version` is the document version a
     code-update or code-ack stands for, by which each connection sends them in order.
     """
-    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    text = frames.encode(message)
     return {"type": MESSAGE_EVENT, "text": text, "exclude": exclude, "version": version}
-
-
-# The name collaboration/ still calls it by, until it switches to serialized_event.
 
 
 def ended_event(reason: str) -> dict:

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from sessions import events, store
+from sessions import events, frames, store
 from sessions.editing.changes import CodeChange, CodeChangeResult
 from sessions.editing.locked_document import LockedDocument
 from sessions.editing.operation_cache import operation_cache
@@ -131,7 +131,7 @@ def code_change_apply(*, session_id, change: CodeChange, notify: bool = True) ->
 
 
 def _notify_code_update(result: CodeChangeResult) -> None:
-    message = events.code_update_message(
+    message = frames.code_update(
         user_id=result.user_id, code=result.code, changes=result.changes, version=result.version
     )
     transaction.on_commit(
@@ -154,7 +154,7 @@ def language_change_locked(
         change_type=ChangeType.LANGUAGE_CHANGE,
         description=f"Changed language from {previous} to {language}",
     )
-    message = events.language_changed_message(user_id=user_id, language=language)
+    message = frames.language_changed(user_id=user_id, language=language)
     sid = session.id
     transaction.on_commit(lambda: events.publish(sid, events.serialized_event(message, exclude=exclude)))
     return True

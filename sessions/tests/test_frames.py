@@ -2,7 +2,7 @@
 
 import json
 
-from collaboration import frames
+from sessions import frames
 
 
 class TestFrames:

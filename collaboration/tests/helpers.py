@@ -2,6 +2,7 @@
 (the fixtures live in the root conftest)."""
 
 from channels.db import database_sync_to_async
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collaboration.tests.otclient import OTClient, boundaries
@@ -139,3 +140,28 @@ class ServiceNetwork:
         assert [c.text for c in self.clients] == [row.code] * len(self.clients)
         assert [c.version for c in self.clients] == [row.version] * len(self.clients)
         return row
+
+
+def convergence_property(network_class: type[ServiceNetwork], *, max_examples: int, max_steps: int, inserts: list[str]):
+    """Make `check(network)` a hypothesis test of `db` and `st.data()`: three `network_class`
+    clients on "ab😀c\\n" take 5 to `max_steps` random edits (from `inserts`), batches and
+    deliveries, everything is then served and delivered, and `check` looks at the result."""
+
+    def decorate(check):
+        def test(db, data):
+            network = network_class("ab😀c\n", 3)
+            network.random_steps(data, steps=st.integers(5, max_steps), inserts=inserts)
+            network.quiesce()
+            check(network)
+
+        test.__name__, test.__qualname__, test.__doc__ = check.__name__, check.__qualname__, check.__doc__
+        test.__module__ = check.__module__
+        # Hypothesis keys its example database by the source of the function it wraps, the same
+        # `test` here for every property: salt it as hypothesis's pytest plugin does.
+        test._hypothesis_internal_add_digest = f"{check.__module__}.{check.__qualname__}".encode()
+        test = given(data=st.data())(test)
+        return settings(
+            max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+        )(test)
+
+    return decorate

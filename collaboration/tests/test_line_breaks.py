@@ -2,11 +2,9 @@
 
 import pytest
 from channels.db import database_sync_to_async
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from collaboration.tests.cmclient import CodeMirrorClient
-from collaboration.tests.helpers import ServiceNetwork, close_all, open_joined, receive_type
+from collaboration.tests.helpers import ServiceNetwork, close_all, convergence_property, open_joined, receive_type
 from sessions.models import DocumentOperation, InterviewSession
 
 INSERTS = ["a", "A\r\nB\rC", "\r\n", "\r", "x\r", "\ny\r\r\n", "😀\r", "\n", ""]
@@ -53,13 +51,9 @@ def test_each_insert_is_split_on_its_own(db):
     server.assert_converged()
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_codemirror_clients_converge_with_cr_in_inserts(db, data):
+@convergence_property(CodeMirrorNetwork, max_examples=100, max_steps=40, inserts=INSERTS)
+def test_codemirror_clients_converge_with_cr_in_inserts(server):
     """Random edits with CR, CR LF and lone CR, batches and deliveries: every editor ends with the stored text."""
-    server = CodeMirrorNetwork("ab😀c\n", 3)
-    server.random_steps(data, steps=st.integers(5, 40), inserts=INSERTS)
-    server.quiesce()
     server.assert_converged()
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from sessions.models import CodeSnapshot, InterviewSession, Participant, ParticipantConnection
-from sessions.services import session_create, snapshot_create
+from sessions.services import CodeChange, code_change_apply, session_create, session_update, snapshot_create
 
 
 def session_make(*, code: str | None = None, **fields) -> InterviewSession:
@@ -67,3 +67,22 @@ def participant_make(
 def session_expire(session_id, *, ago: timedelta) -> None:
     """Move a session's expiry `ago` into the past (no service ends a session in the past)."""
     InterviewSession.objects.filter(pk=session_id).update(expires_at=timezone.now() - ago)
+
+
+def populate(*, title: str = "Two sum", expired_hours_ago: float | None = None) -> InterviewSession:
+    """A session that went through everything: edits by two users, a snapshot, a language
+    change, participants with connections and a cursor; optionally expired."""
+    session = session_make(language="python", title=title)
+    code_change_apply(session_id=session.id, change=CodeChange(code="print('héllo')\n", user_id="alice"))
+    code_change_apply(
+        session_id=session.id,
+        change=CodeChange(changes=[{"from": 0, "to": 0, "insert": "# 🎉\n"}], base_version=1, user_id="bob", seq=1),
+    )
+    snapshot_make(session.id, "# 🎉\nprint(2)\n", user_id="alice")
+    session_update(session_id=session.id, language="javascript", user_id="bob")
+    participant_make(session, "alice", "Alice", live=1, cursor={"line": 2, "column": 3})
+    participant_make(session, "bob", "Bob", live=1)
+    if expired_hours_ago is not None:
+        session_expire(session.id, ago=timedelta(hours=expired_hours_ago))
+    session.refresh_from_db()
+    return session

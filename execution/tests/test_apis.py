@@ -146,6 +146,7 @@ class TestValidation:
         assert "stdin" in error["fields"]
 
 
+@needs_sandbox
 async def test_a_full_queue_answers_429(settings):
     """Beyond the running and queued runs allowed, the answer is 429 with Retry-After."""
     settings.EXECUTION_MAX_CONCURRENT = 1

@@ -4,25 +4,18 @@ from io import StringIO
 
 from django.core.management import call_command
 
-from sessions.models import (
-    CodeSnapshot,
-    DocumentOperation,
-    HistoryEntry,
-    InterviewSession,
-    Participant,
-    ParticipantConnection,
-)
+from sessions import models
 
 
 def rows(session_id) -> dict:
     """How many rows of each kind a session holds."""
     return {
-        "sessions": InterviewSession.objects.filter(pk=session_id).count(),
-        "snapshots": CodeSnapshot.objects.filter(session_id=session_id).count(),
-        "history_entries": HistoryEntry.objects.filter(session_id=session_id).count(),
-        "operations": DocumentOperation.objects.filter(session_id=session_id).count(),
-        "participants": Participant.objects.filter(session_id=session_id).count(),
-        "connections": ParticipantConnection.objects.filter(participant__session_id=session_id).count(),
+        "sessions": models.InterviewSession.objects.filter(pk=session_id).count(),
+        "snapshots": models.CodeSnapshot.objects.filter(session_id=session_id).count(),
+        "history_entries": models.HistoryEntry.objects.filter(session_id=session_id).count(),
+        "operations": models.DocumentOperation.objects.filter(session_id=session_id).count(),
+        "participants": models.Participant.objects.filter(session_id=session_id).count(),
+        "connections": models.ParticipantConnection.objects.filter(participant__session_id=session_id).count(),
     }
 
 
@@ -30,12 +23,12 @@ def all_rows() -> dict:
     return {
         model.__name__: model.objects.count()
         for model in (
-            InterviewSession,
-            CodeSnapshot,
-            HistoryEntry,
-            DocumentOperation,
-            Participant,
-            ParticipantConnection,
+            models.InterviewSession,
+            models.CodeSnapshot,
+            models.HistoryEntry,
+            models.DocumentOperation,
+            models.Participant,
+            models.ParticipantConnection,
         )
     }
 

@@ -53,6 +53,8 @@ from sessions.services import (
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# Waiting changes that make a round worth running at once, without WRITER_GATHER_SECONDS.
+GATHER_ENOUGH = 8
 
 
 class Submission:
@@ -207,6 +209,11 @@ class DocumentWriter:
                 self.quiet.set()
                 self.waiting.clear()
                 await self.waiting.wait()
+                gather = settings.WRITER_GATHER_SECONDS
+                if gather > 0 and self.waiting_total < GATHER_ENOUGH:
+                    # A round's fixed cost (a thread hop, a transaction) dwarfs one change's:
+                    # at low load, let the changes of the next moment share it.
+                    await asyncio.sleep(gather)
             # Whatever arrived while the previous round was committing shares this one.
             batch = self._take_round()
             while self.stale:

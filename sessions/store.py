@@ -62,11 +62,20 @@ def _statements(db) -> dict[str, str]:
 _sqlite_statements: dict[str, str] | None = None
 
 
+# The last datetime formatted and its text, replaced as one tuple (threads share it).
+_last_when: tuple = (None, "")
+
+
 def _sqlite_when(value: datetime.datetime) -> str:
-    # As Django's SQLite backend stores an aware datetime: naive UTC, str() of it.
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return str(value.replace(tzinfo=None))
+    # As Django's SQLite backend stores an aware datetime: naive UTC, str() of it. A change's
+    # time is written two or three times (operation, document, history): format it once.
+    global _last_when
+    last = _last_when
+    if value is last[0]:
+        return last[1]
+    text = str((value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None))
+    _last_when = (value, text)
+    return text
 
 
 class HotPath:

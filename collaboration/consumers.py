@@ -205,7 +205,8 @@ class SessionConsumer(InboxConsumer):
             seq=update.seq,
             connection_version=self.welcome_version,
         )
-        get_writer().submit(Submission(self.session_id, change, self.channel_name))
+        if not get_writer().submit(Submission(self.session_id, change, self.channel_name)):
+            await self.send_frame(frames.server_busy(seq=update.seq))
 
     async def on_cursor_position(self, message):
         author = self.author(message)

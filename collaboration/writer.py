@@ -10,13 +10,29 @@ After its first change, a round spends at most WRITER_ROUND_WORK units of rebase
 changes beyond are deferred (unchanged) to the next round, and the sessions served in a
 round go to the back of the line. So an expensive change (at most OT_MAX_REBASE_WORK)
 commits in a round of its own, and every other session's changes go in the next round.
+
+Overload is pushed back to the senders rather than queued (each bound a setting):
+
+- A full-text update without `seq` (what the existing client sends on every keystroke)
+  supersedes the one its connection still has waiting: the newer text holds the older,
+  so only the newer is applied, in the newer's place in the queue, and acknowledged.
+  So such a connection has at most one change waiting, however fast it sends.
+- Every other change (a delta, a full text with `seq`) is refused at once with
+  RATE_LIMIT_EXCEEDED (`server_busy`) when its session already has
+  WRITER_MAX_QUEUED_PER_SESSION changes waiting or the writer WRITER_MAX_QUEUED in all.
+- A change that waited more than WRITER_MAX_WAIT_SECONDS when its round comes is refused
+  the same way instead of applied late, and so are the changes of the same connection
+  queued behind it in its session (they were made on top of it).
+
+A refused change was not applied and is not acknowledged; its sender resends it. Nothing
+acknowledged is ever dropped: refusals happen before a change is applied.
 """
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import OrderedDict, deque
-from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -37,13 +53,26 @@ from sessions.services import (
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+# Waiting changes that make a round worth running at once, without WRITER_GATHER_SECONDS.
+GATHER_ENOUGH = 8
 
 
-@dataclass(frozen=True)
 class Submission:
-    session_id: object
-    change: CodeChange
-    reply_channel: str
+    """A change waiting for the writer, with who to answer and when it arrived."""
+
+    __slots__ = ("arrived", "change", "reply_channel", "session_id", "superseded")
+
+    def __init__(self, session_id, change: CodeChange, reply_channel: str):
+        self.session_id = session_id
+        self.change = change
+        self.reply_channel = reply_channel
+        self.arrived = 0.0
+        self.superseded = False
+
+    @property
+    def supersedable(self) -> bool:
+        """A full text without seq: a later full text of its connection holds all of it."""
+        return self.change.changes is None and self.change.seq is None
 
 
 def _apply_round(submissions: list[tuple[object, CodeChange]]) -> list:
@@ -52,9 +81,23 @@ def _apply_round(submissions: list[tuple[object, CodeChange]]) -> list:
 
 
 class DocumentWriter:
+    # Monotonic seconds; a test may replace it to age what waits.
+    clock = staticmethod(time.monotonic)
+
     def __init__(self):
         # Session -> its waiting submissions, in arrival order; the dict's order is whose turn it is.
+        # A superseded submission stays in its queue (skipped when taken) so a supersede costs O(1).
         self.pending: OrderedDict[object, deque[Submission]] = OrderedDict()
+        # Live (not superseded) waiting submissions, per session and in all.
+        self.waiting_in: dict[object, int] = {}
+        self.waiting_total = 0
+        # (session, connection) -> its latest waiting full text without seq, which a newer one supersedes.
+        self.latest_text: dict[tuple, Submission] = {}
+        self.superseded = 0
+        self.refused = 0
+        self.next_report = 0.0
+        # Submissions refused by age in the last round taken, for `_run` to answer.
+        self.stale: list[Submission] = []
         self.waiting = asyncio.Event()
         # Set while nothing waits and no round is in flight: every result so far is published.
         self.quiet = asyncio.Event()
@@ -62,21 +105,82 @@ class DocumentWriter:
         self.layer = get_channel_layer()
         self.task = asyncio.get_running_loop().create_task(self._run())
 
-    def submit(self, submission: Submission) -> None:
-        queue = self.pending.get(submission.session_id)
+    def submit(self, submission: Submission) -> bool:
+        """Queue a change; False when it is refused at once: the caller tells its sender
+        (`frames.server_busy`)."""
+        session_id = submission.session_id
+        submission.arrived = self.clock()
+        key = (session_id, submission.reply_channel)
+        if submission.supersedable:
+            older = self.latest_text.get(key)
+            if older is not None:
+                older.superseded = True
+                self.superseded += 1
+                self._uncount(session_id)
+            self.latest_text[key] = submission
+        else:
+            # A change of another kind after a full text: that text may no longer be superseded.
+            self.latest_text.pop(key, None)
+            if (
+                self.waiting_in.get(session_id, 0) >= settings.WRITER_MAX_QUEUED_PER_SESSION
+                or self.waiting_total >= settings.WRITER_MAX_QUEUED
+            ):
+                self._count_refused(1)
+                return False
+        queue = self.pending.get(session_id)
         if queue is None:
-            queue = self.pending[submission.session_id] = deque()
+            queue = self.pending[session_id] = deque()
         queue.append(submission)
+        self.waiting_in[session_id] = self.waiting_in.get(session_id, 0) + 1
+        self.waiting_total += 1
         self.quiet.clear()
         self.waiting.set()
+        return True
+
+    def _uncount(self, session_id) -> None:
+        self.waiting_total -= 1
+        left = self.waiting_in[session_id] - 1
+        if left:
+            self.waiting_in[session_id] = left
+        else:
+            del self.waiting_in[session_id]
 
     def _take_round(self) -> list[Submission]:
-        """Whatever waits (up to MAX_BATCH), session by session in turn order."""
+        """Whatever waits (up to MAX_BATCH), session by session in turn order; a change that
+        waited past WRITER_MAX_WAIT_SECONDS is refused instead, with the changes of its
+        connection behind it."""
         batch: list[Submission] = []
-        for queue in self.pending.values():
+        stale: list[Submission] = []
+        too_old = self.clock() - settings.WRITER_MAX_WAIT_SECONDS
+        for session_id, queue in self.pending.items():
+            refusing: set[str] = set()
             while queue and len(batch) < MAX_BATCH:
-                batch.append(queue.popleft())
+                submission = queue.popleft()
+                if submission.superseded:
+                    continue
+                self._uncount(session_id)
+                key = (session_id, submission.reply_channel)
+                if self.latest_text.get(key) is submission:
+                    del self.latest_text[key]
+                if submission.arrived < too_old or submission.reply_channel in refusing:
+                    refusing.add(submission.reply_channel)
+                    stale.append(submission)
+                else:
+                    batch.append(submission)
+        if stale:
+            self._count_refused(len(stale))
+            self.stale.extend(stale)
         return batch
+
+    def _count_refused(self, count: int) -> None:
+        self.refused += count
+        now = self.clock()
+        if now >= self.next_report:
+            # At most one line a few seconds, however hard the server is pushed.
+            self.next_report = now + 5.0
+            logger.warning(
+                "Writer busy: %d changes refused and %d full texts superseded so far", self.refused, self.superseded
+            )
 
     def _settle_round(self, batch: list[Submission], results: list) -> list[tuple[Submission, object]]:
         """Put deferred submissions back at the head of their session's queue, in order, and
@@ -90,6 +194,8 @@ class DocumentWriter:
                 served.add(submission.session_id)
         for session_id, submissions in deferred.items():
             self.pending[session_id].extendleft(reversed(submissions))
+            self.waiting_in[session_id] = self.waiting_in.get(session_id, 0) + len(submissions)
+            self.waiting_total += len(submissions)
         for session_id in list(self.pending):
             if not self.pending[session_id]:
                 del self.pending[session_id]
@@ -103,8 +209,24 @@ class DocumentWriter:
                 self.quiet.set()
                 self.waiting.clear()
                 await self.waiting.wait()
+                gather = settings.WRITER_GATHER_SECONDS
+                if gather > 0 and self.waiting_total < GATHER_ENOUGH:
+                    # A round's fixed cost (a thread hop, a transaction) dwarfs one change's:
+                    # at low load, let the changes of the next moment share it.
+                    await asyncio.sleep(gather)
             # Whatever arrived while the previous round was committing shares this one.
             batch = self._take_round()
+            while self.stale:
+                submission = self.stale.pop(0)
+                try:
+                    await self._reply(submission, frames.server_busy(seq=submission.change.seq))
+                except Exception:
+                    logger.exception("Could not tell a sender that its change was refused")
+            if not batch:
+                # Everything taken was superseded or refused.
+                for session_id in [key for key, queue in self.pending.items() if not queue]:
+                    del self.pending[session_id]
+                continue
             try:
                 results = await database_sync_to_async(_apply_round)([(s.session_id, s.change) for s in batch])
             except Exception:

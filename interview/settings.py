@@ -320,6 +320,15 @@ OT_MAX_REBASE_WORK = env.int("OT_MAX_REBASE_WORK", default=2_000)
 # that does not fit waits for the next round, where it goes first: an expensive change commits
 # in a round of its own, and other sessions' changes in the round between two such.
 WRITER_ROUND_WORK = env.int("WRITER_ROUND_WORK", default=1_000)
+# Overload is refused, not queued: a change beyond these waiting (per session, in all) or one
+# that waited this long for its round gets RATE_LIMIT_EXCEEDED "server busy" instead of being
+# applied (a full text without seq never waits twice: a newer one supersedes it).
+WRITER_MAX_QUEUED_PER_SESSION = env.int("WRITER_MAX_QUEUED_PER_SESSION", default=100)
+WRITER_MAX_QUEUED = env.int("WRITER_MAX_QUEUED", default=2_000)
+WRITER_MAX_WAIT_SECONDS = env.float("WRITER_MAX_WAIT_SECONDS", default=0.5)
+# An idle writer woken by a change waits this long for more to share the round (one
+# transaction, one thread hop) unless several wait already; 0 commits each at once.
+WRITER_GATHER_SECONDS = env.float("WRITER_GATHER_SECONDS", default=0.002)
 # Bytes the server may hold unsent for one WebSocket (its transport's write buffer and its
 # channel-layer queue); a connection beyond is closed with 1013 and its buffer dropped.
 WS_MAX_BUFFERED_BYTES = env.int("WS_MAX_BUFFERED_BYTES", default=8 * 1024 * 1024)

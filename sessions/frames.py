@@ -86,6 +86,15 @@ def rate_limited() -> dict:
     return error(RATE_LIMIT_EXCEEDED, "Too many messages; this one was dropped.")
 
 
+def server_busy(*, seq: int | None = None) -> dict:
+    """A change the writer refused under load, before applying it: resend it. `seq` (beyond
+    the contract) is the refused change's, when it had one."""
+    data = {"code": RATE_LIMIT_EXCEEDED, "message": "Server busy: this change was not applied; resend it."}
+    if seq is not None:
+        data["seq"] = seq
+    return wire_message("error", data)
+
+
 def session_not_found() -> dict:
     return error(SESSION_NOT_FOUND, "Session not found or expired.")
 

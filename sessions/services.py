@@ -102,13 +102,15 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
         except SessionNotFound as exc:
             results[index] = exc
     with transaction.atomic():
+        db = store.HotPath()
+        now = timezone.now()
         for session_id, indices in by_session.items():
-            row = store.lock_document(session_id, timezone.now())
+            row = db.lock_document(session_id, now)
             if row is None:
                 for index in indices:
                     results[index] = SessionNotFound()
                 continue
-            doc = LockedDocument(session_id, row[0], row[1], [submissions[i][1] for i in indices])
+            doc = LockedDocument(session_id, row[0], row[1], [submissions[i][1] for i in indices], db)
             for index in indices:
                 try:
                     results[index] = doc.apply(submissions[index][1])
@@ -119,6 +121,7 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
                 for index in indices:
                     if isinstance(results[index], CodeChangeResult) and results[index].changed:
                         _notify_code_update(results[index])
+        db.close()
     return results
 
 

@@ -1,43 +1,165 @@
 """The hot path of document changes in plain SQL: a few statements per session per batch.
 
 Everything else goes through the ORM; here the ORM's per-query cost (building and
-compiling a query, making model instances) was most of the time of each keystroke.
+compiling a query, making model instances) was most of the time of each keystroke, and
+after it Django's cursor wrapper (a placeholder rewrite and an error wrapper per
+statement, a thread-local lookup per `connection` attribute). So a batch takes one
+`HotPath`, which on SQLite runs its statements on the driver's own cursor with SQL built
+once in the driver's placeholder style and parameters adapted as Django stores them.
 """
 
+import datetime
 import json
 import logging
 import uuid
-from datetime import datetime
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession
 
 logger = logging.getLogger(__name__)
 
+UTC = datetime.UTC
 
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _pk(session_id: uuid.UUID):
-    return InterviewSession._meta.pk.get_db_prep_value(session_id, connection)
+# What an operation's row costs beyond its changes' JSON: the other columns, the index entries.
+OPERATION_ROW_BYTES = 64
 
 
-def _when(value: datetime):
-    return connection.ops.adapt_datetimefield_value(value)
+def _table(model, db=connection) -> str:
+    return db.ops.quote_name(model._meta.db_table)
 
 
-def lock_document(session_id: uuid.UUID, now: datetime) -> tuple[str, int] | None:
-    """The live session's (code, version), locked until the transaction ends, or None."""
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT code, version FROM {_table(InterviewSession)} WHERE id = %s AND expires_at > %s{lock}",
-            [_pk(session_id), _when(now)],
+def _pk(session_id: uuid.UUID, db=connection):
+    return InterviewSession._meta.pk.get_db_prep_value(session_id, db)
+
+
+def _when(value: datetime.datetime, db=connection):
+    return db.ops.adapt_datetimefield_value(value)
+
+
+def _statements(db) -> dict[str, str]:
+    """The hot path's SQL for one database, with `%s` placeholders."""
+    session, ops, history = _table(InterviewSession, db), _table(DocumentOperation, db), _table(HistoryEntry, db)
+    lock = " FOR UPDATE" if db.features.has_select_for_update else ""
+    # Databases that return columns from INSERT (SQLite 3.35+, PostgreSQL) do from UPDATE too.
+    returning = " RETURNING log_bytes" if db.features.can_return_columns_from_insert else ""
+    save = f"UPDATE {session} SET code = %s, version = %s, log_bytes = log_bytes + %s"
+    return {
+        "lock": f"SELECT code, version FROM {session} WHERE id = %s AND expires_at > %s{lock}",
+        "save": f"{save} WHERE id = %s{returning}",
+        "save_modified": f"{save}, code_modified_at = %s WHERE id = %s{returning}",
+        "log_bytes": "" if returning else f"SELECT log_bytes FROM {session} WHERE id = %s",
+        "append": f"INSERT INTO {ops} (session_id, version, user_id, seq, digest, changes, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        # Count more changes into an edit entry unless an entry of another kind came after it.
+        "extend": f"UPDATE {history} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s"
+        f" AND NOT EXISTS (SELECT 1 FROM {history} later WHERE later.session_id = %s AND later.id > %s"
+        " AND later.change_type <> %s)",
+    }
+
+
+_sqlite_statements: dict[str, str] | None = None
+
+
+# The last datetime formatted and its text, replaced as one tuple (threads share it).
+_last_when: tuple = (None, "")
+
+
+def _sqlite_when(value: datetime.datetime) -> str:
+    # As Django's SQLite backend stores an aware datetime: naive UTC, str() of it. A change's
+    # time is written two or three times (operation, document, history): format it once.
+    global _last_when
+    last = _last_when
+    if value is last[0]:
+        return last[1]
+    text = str((value if value.tzinfo is UTC else value.astimezone(UTC)).replace(tzinfo=None))
+    _last_when = (value, text)
+    return text
+
+
+class HotPath:
+    """The hot path's statements on the default database, inside the caller's transaction.
+
+    On SQLite with its default time zone (UTC), they go to the driver's cursor: `?`
+    placeholders, a UUID as its hex, a datetime as naive UTC text, JSON as `json.dumps`,
+    exactly what Django would send. Elsewhere, through Django's cursor and adapters.
+    """
+
+    def __init__(self):
+        global _sqlite_statements
+        db = connections[DEFAULT_DB_ALIAS]
+        self.db = db
+        if db.vendor == "sqlite" and db.timezone is UTC:
+            if _sqlite_statements is None:
+                _sqlite_statements = {k: v.replace("%s", "?") for k, v in _statements(db).items()}
+            db.ensure_connection()
+            self.sql = _sqlite_statements
+            self.cursor = db.connection.cursor()
+            self.pk = _hex
+            self.when = _sqlite_when
+            self.json = json.dumps
+        else:
+            self.sql = _statements(db)
+            self.cursor = db.cursor()
+            self.pk = lambda value: _pk(value, db)
+            self.when = lambda value: _when(value, db)
+            field = DocumentOperation._meta.get_field("changes")
+            self.json = lambda value: field.get_db_prep_value(value, db)
+
+    def lock_document(self, session_id: uuid.UUID, now: datetime.datetime) -> tuple[str, int] | None:
+        """The live session's (code, version), locked until the transaction ends, or None."""
+        self.cursor.execute(self.sql["lock"], (self.pk(session_id), self.when(now)))
+        # fetchall, not fetchone: the statement runs to its end, so it holds nothing open.
+        rows = self.cursor.fetchall()
+        return rows[0] if rows else None
+
+    def save_document(
+        self, session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime.datetime | None, operations: list
+    ) -> None:
+        """Store the new text and version and append the operations
+        `(version, user_id, seq, changes, at, digest)`; a log that grows past
+        SESSION_MAX_LOG_BYTES loses its oldest operations (`operations_trim`)."""
+        pk = self.pk(session_id)
+        rows = []
+        added = 0
+        for v, user_id, seq, changes, at, digest in operations:
+            prepared = self.json(changes)
+            added += _operation_bytes(prepared, changes)
+            rows.append((pk, v, user_id, seq, digest, prepared, self.when(at)))
+        cursor = self.cursor
+        if modified_at is None:
+            cursor.execute(self.sql["save"], (code, version, added, pk))
+        else:
+            cursor.execute(self.sql["save_modified"], (code, version, added, self.when(modified_at), pk))
+        if self.sql["log_bytes"]:
+            cursor.execute(self.sql["log_bytes"], (pk,))
+        ((log_bytes,),) = cursor.fetchall()
+        if len(rows) == 1:
+            cursor.execute(self.sql["append"], rows[0])
+        else:
+            cursor.executemany(self.sql["append"], rows)
+        if log_bytes > settings.SESSION_MAX_LOG_BYTES:
+            operations_trim(session_id, keep_bytes=settings.SESSION_MAX_LOG_BYTES // 2)
+
+    def edit_entry_extend(
+        self, entry_id: int, *, session_id: uuid.UUID, added: int, timestamp: datetime.datetime, description: str
+    ) -> bool:
+        """Count more changes into an `edit` history entry and move its timestamp to the latest,
+        unless an entry of another kind (snapshot, run, language or title change) was recorded
+        in the session after it: that ends the burst. Whether the entry was extended."""
+        self.cursor.execute(
+            self.sql["extend"],
+            (added, self.when(timestamp), description, entry_id, self.pk(session_id), entry_id, ChangeType.EDIT.value),
         )
-        return cursor.fetchone()
+        return self.cursor.rowcount == 1
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+def _hex(value: uuid.UUID) -> str:
+    return value.hex
 
 
 def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tuple[str, int, str], int]:
@@ -59,50 +181,10 @@ def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tup
     return found
 
 
-# What an operation's row costs beyond its changes' JSON: the other columns, the index entries.
-OPERATION_ROW_BYTES = 64
-
-
 def _operation_bytes(prepared, changes: list) -> int:
     # SQLite stores the JSON text as prepared (ASCII: non-ASCII characters are escaped).
     text = prepared if isinstance(prepared, str) else json.dumps(changes)
     return OPERATION_ROW_BYTES + len(text)
-
-
-def save_document(
-    session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime | None, operations: list
-) -> None:
-    """Store the new text and version and append the operations
-    `(version, user_id, seq, changes, at, digest)`; a log that grows past
-    SESSION_MAX_LOG_BYTES loses its oldest operations (`operations_trim`)."""
-    changes_field = DocumentOperation._meta.get_field("changes")
-    pk = _pk(session_id)
-    rows = []
-    added = 0
-    for v, user_id, seq, changes, at, digest in operations:
-        prepared = changes_field.get_db_prep_value(changes, connection)
-        added += _operation_bytes(prepared, changes)
-        rows.append((pk, v, user_id, seq, digest, prepared, _when(at)))
-    table = _table(InterviewSession)
-    assignments, params = "code = %s, version = %s, log_bytes = log_bytes + %s", [code, version, added]
-    if modified_at is not None:
-        assignments += ", code_modified_at = %s"
-        params.append(_when(modified_at))
-    # Databases that return columns from INSERT (SQLite 3.35+, PostgreSQL) do from UPDATE too.
-    returning = connection.features.can_return_columns_from_insert
-    with connection.cursor() as cursor:
-        suffix = " RETURNING log_bytes" if returning else ""
-        cursor.execute(f"UPDATE {table} SET {assignments} WHERE id = %s{suffix}", [*params, pk])
-        if not returning:
-            cursor.execute(f"SELECT log_bytes FROM {table} WHERE id = %s", [pk])
-        (log_bytes,) = cursor.fetchone()
-        cursor.executemany(
-            f"INSERT INTO {_table(DocumentOperation)} (session_id, version, user_id, seq, digest, changes, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            rows,
-        )
-    if log_bytes > settings.SESSION_MAX_LOG_BYTES:
-        operations_trim(session_id, keep_bytes=settings.SESSION_MAX_LOG_BYTES // 2)
 
 
 def _stored_json_bytes(column: str) -> str:
@@ -133,20 +215,3 @@ def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
     if cut is not None:
         logger.info("Trimmed the operation log of session %s up to version %s (%s bytes kept)", session_id, cut, kept)
     return cut or 0
-
-
-def edit_entry_extend(
-    entry_id: int, *, session_id: uuid.UUID, added: int, timestamp: datetime, description: str
-) -> bool:
-    """Count more changes into an `edit` history entry and move its timestamp to the latest,
-    unless an entry of another kind (snapshot, run, language or title change) was recorded
-    in the session after it: that ends the burst. Whether the entry was extended."""
-    table = _table(HistoryEntry)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s"
-            f" AND NOT EXISTS (SELECT 1 FROM {table} later WHERE later.session_id = %s AND later.id > %s"
-            " AND later.change_type <> %s)",
-            [added, _when(timestamp), description, entry_id, _pk(session_id), entry_id, ChangeType.EDIT.value],
-        )
-        return cursor.rowcount == 1

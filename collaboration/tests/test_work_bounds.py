@@ -143,7 +143,8 @@ class TestWriterTurns:
         """A session served in a round waits behind the others next round; deferred changes keep their order."""
         writer = DocumentWriter()
         writer.task.cancel()
-        subs = {name: Submission(name[0], CodeChange(code=name), "reply") for name in ("a1", "a2", "a3", "b1")}
+        # From four connections: a connection's newer full text would supersede its older one.
+        subs = {name: Submission(name[0], CodeChange(code=name), f"reply-{name}") for name in ("a1", "a2", "a3", "b1")}
         for name in ("a1", "a2", "a3", "b1"):
             writer.submit(subs[name])
         batch = writer._take_round()

@@ -15,7 +15,7 @@ def _edit_description(count: int) -> str:
     return f"Edited the code ({count} change{'s' if count != 1 else ''})"
 
 
-def edits_record(session_id: uuid.UUID, edits: list) -> None:
+def edits_record(db: store.HotPath, session_id: uuid.UUID, edits: list) -> None:
     """One `edit` entry per user per burst of typing, counting the changes it holds."""
     window = timedelta(seconds=settings.HISTORY_COALESCE_SECONDS)
     bursts: dict[str | None, list] = {}  # user -> [entry id or None, timestamp, count, added]
@@ -36,16 +36,16 @@ def edits_record(session_id: uuid.UUID, edits: list) -> None:
             burst[1], burst[2], burst[3] = when, burst[2] + 1, burst[3] + 1
             continue
         if burst[3]:
-            _burst_write(session_id, user_id, burst)
+            _burst_write(db, session_id, user_id, burst)
         burst[:] = [None, when, 1, 1]
     for user_id, burst in bursts.items():
         if burst[3]:
-            _burst_write(session_id, user_id, burst)
+            _burst_write(db, session_id, user_id, burst)
 
 
-def _burst_write(session_id: uuid.UUID, user_id: str | None, burst: list) -> None:
+def _burst_write(db: store.HotPath, session_id: uuid.UUID, user_id: str | None, burst: list) -> None:
     entry_id, when, count, added = burst
-    if entry_id is not None and not store.edit_entry_extend(
+    if entry_id is not None and not db.edit_entry_extend(
         entry_id, session_id=session_id, added=added, timestamp=when, description=_edit_description(count)
     ):
         # Another kind of entry came after the burst's entry: these changes start a new one.

@@ -31,8 +31,11 @@ class LockedDocument:
     """A locked session's document while a batch of changes is applied to it in memory;
     `flush` writes the text, the operation log and history in a few statements."""
 
-    def __init__(self, session_id: uuid.UUID, code: str, version: int, changes: list[CodeChange]):
+    def __init__(
+        self, session_id: uuid.UUID, code: str, version: int, changes: list[CodeChange], db: store.HotPath | None = None
+    ):
         self.session_id = session_id
+        self.db = db if db is not None else store.HotPath()
         self.code = code
         self.version = version
         self.stored_version = version
@@ -152,13 +155,13 @@ class LockedDocument:
     def flush(self, *, record_edits: bool = True) -> None:
         if not self.new_ops:
             return
-        store.save_document(
+        self.db.save_document(
             self.session_id, code=self.code, version=self.version, modified_at=self.modified_at, operations=self.new_ops
         )
         operations, session_id = self.new_ops, self.session_id
         transaction.on_commit(lambda: operation_cache.add(session_id, operations))
         if record_edits:
-            edits_record(session_id, self.edits)
+            edits_record(self.db, session_id, self.edits)
         self.stored_version = self.version
         self.new_ops = []
         self.edits = []

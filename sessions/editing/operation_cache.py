@@ -2,7 +2,7 @@
 
 import threading
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 from django.conf import settings
 
@@ -32,6 +32,8 @@ class OperationCache:
         self.total = 0
         # session -> user -> seq -> request digest -> version
         self.seqs: dict[uuid.UUID, dict[str, dict[int, dict[str, int]]]] = {}
+        # session -> (version, user_id, seq, digest) of its cached seqs, oldest first
+        self.seq_order: dict[uuid.UUID, deque] = {}
         self.edits: dict[tuple, tuple] = {}
         self.lock = threading.Lock()
 
@@ -39,50 +41,72 @@ class OperationCache:
         """Committed operations as `(version, user_id, seq, changes, at, digest)`.
 
         At most `max_versions` per session, `max_sessions` sessions and `max_bytes` in all:
-        the least recently changed sessions go first, then this one's oldest versions."""
+        the least recently changed sessions go first, then this one's oldest versions.
+        A session's versions are kept in rising order (they are committed so; one added out
+        of order re-sorts them), so dropping the oldest costs what is dropped, not what is kept."""
         max_bytes = self.max_bytes if self.max_bytes is not None else settings.OPERATION_CACHE_MAX_BYTES
         with self.lock:
-            entry = self.entries.pop(session_id, None) or {}
+            entry = self.entries.get(session_id)
+            if entry is None:
+                entry = self.entries[session_id] = {}
+                self.seq_order[session_id] = deque()
+            else:
+                self.entries.move_to_end(session_id)
             seqs = self.seqs.setdefault(session_id, {})
+            order = self.seq_order[session_id]
             added = 0
             for version, user_id, seq, changes, _at, digest in operations:
                 if version in entry:
                     added -= _cached_bytes(entry[version])
+                elif entry and version < next(reversed(entry)):
+                    entry[version] = changes
+                    self.entries[session_id] = entry = dict(sorted(entry.items()))
                 entry[version] = changes
                 added += _cached_bytes(changes)
                 if seq is not None and user_id is not None:
                     seqs.setdefault(user_id, {}).setdefault(seq, {})[digest] = version
-            self.entries[session_id] = entry
+                    if order and version < order[-1][0]:
+                        order.append((version, user_id, seq, digest))
+                        self.seq_order[session_id] = order = deque(sorted(order))
+                    else:
+                        order.append((version, user_id, seq, digest))
             self.sizes[session_id] = self.sizes.get(session_id, 0) + added
             self.total += added
             if len(entry) > self.max_versions:
-                self._drop_below(session_id, sorted(entry)[len(entry) - self.max_versions])
+                self._drop_oldest(session_id, len(entry) - self.max_versions)
             while len(self.entries) > self.max_sessions or (self.total > max_bytes and len(self.entries) > 1):
                 old, _ = self.entries.popitem(last=False)
                 self.seqs.pop(old, None)
+                self.seq_order.pop(old, None)
                 self.total -= self.sizes.pop(old, 0)
             if self.total > max_bytes:
                 # This session alone is over the budget: keep its newest versions that fit.
-                room, oldest_kept = max_bytes, max(entry) + 1
-                for version in sorted(entry, reverse=True):
+                room, keep = max_bytes, 0
+                for version in reversed(entry):
                     room -= _cached_bytes(entry[version])
                     if room < 0:
                         break
-                    oldest_kept = version
-                self._drop_below(session_id, oldest_kept)
+                    keep += 1
+                self._drop_oldest(session_id, len(entry) - keep)
 
-    def _drop_below(self, session_id: uuid.UUID, oldest_kept: int) -> None:
+    def _drop_oldest(self, session_id: uuid.UUID, count: int) -> None:
+        """Drop a session's `count` oldest versions and the seqs they made."""
         entry = self.entries[session_id]
-        for version in [v for v in entry if v < oldest_kept]:
+        for _ in range(count):
+            version = next(iter(entry))
             freed = _cached_bytes(entry.pop(version))
             self.sizes[session_id] -= freed
             self.total -= freed
-        for user_seqs in self.seqs.get(session_id, {}).values():
-            for seq, requests in list(user_seqs.items()):
-                for digest in [d for d, v in requests.items() if v < oldest_kept]:
-                    del requests[digest]
+        oldest_kept = next(iter(entry)) if entry else None
+        order, seqs = self.seq_order[session_id], self.seqs.get(session_id, {})
+        while order and (oldest_kept is None or order[0][0] < oldest_kept):
+            version, user_id, seq, digest = order.popleft()
+            requests = seqs.get(user_id, {}).get(seq)
+            # A later version of the same request (made again) keeps it.
+            if requests is not None and requests.get(digest) == version:
+                del requests[digest]
                 if not requests:
-                    del user_seqs[seq]
+                    del seqs[user_id][seq]
 
     def since(self, session_id: uuid.UUID, base: int, current: int) -> list | None:
         """The change lists of versions base+1..current, or None if any is missing."""
@@ -137,6 +161,7 @@ class OperationCache:
             self.entries.pop(session_id, None)
             self.total -= self.sizes.pop(session_id, 0)
             self.seqs.pop(session_id, None)
+            self.seq_order.pop(session_id, None)
             for key in [k for k in self.edits if k[0] == session_id]:
                 del self.edits[key]
 

@@ -129,6 +129,37 @@ class TestOperationCacheBound:
         assert cache.since(sid, 6, 10) is None
         assert cache.seqs[sid]["u"] == {8: {"d8": 8}, 9: {"d9": 9}, 10: {"d10": 10}}
 
+    def test_past_its_versions_a_session_drops_its_oldest_and_their_seqs(self):
+        """Beyond max_versions the oldest versions go, with the seqs they made; later ones stay."""
+        cache = OperationCache(versions=4, max_bytes=1_000_000)
+        sid = uuid.uuid4()
+        for v in range(1, 11):
+            cache.add(sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "a"}], None, f"d{v}")])
+        assert list(cache.entries[sid]) == [7, 8, 9, 10]
+        assert cache.seqs[sid]["u"] == {7: {"d7": 7}, 8: {"d8": 8}, 9: {"d9": 9}, 10: {"d10": 10}}
+        assert cache.total == sum(cache.sizes.values()) == 4 * (64 + 232 + 1)
+
+    def test_a_version_added_out_of_order_is_still_dropped_oldest_first(self):
+        """Two threads' commits may reach the cache in either order: the oldest version still goes first."""
+        cache = OperationCache(versions=2, max_bytes=1_000_000)
+        sid = uuid.uuid4()
+        for v in (1, 3, 2, 4):
+            cache.add(sid, [(v, "u", v, [{"from": 0, "to": 0, "insert": "a"}], None, "d")])
+        assert list(cache.entries[sid]) == [3, 4]
+        assert cache.since(sid, 2, 4) is not None
+        assert cache.seqs[sid]["u"] == {3: {"d": 3}, 4: {"d": 4}}
+
+    def test_a_request_made_again_is_kept_by_its_later_version(self):
+        """The same (user, seq, digest) applied twice: dropping the first version keeps the second."""
+        cache = OperationCache(versions=2, max_bytes=1_000_000)
+        sid = uuid.uuid4()
+        change = [{"from": 0, "to": 0, "insert": "a"}]
+        cache.add(
+            sid, [(1, "u", 1, change, None, "d"), (2, None, None, change, None, ""), (3, "u", 1, change, None, "d")]
+        )
+        assert list(cache.entries[sid]) == [2, 3]
+        assert cache.seqs[sid]["u"] == {1: {"d": 3}}
+
     def test_forget_releases_the_bytes(self):
         """Forgetting a session gives its bytes back."""
         cache = OperationCache(max_bytes=1_000_000)

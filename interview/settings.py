@@ -114,6 +114,9 @@ TEMPLATES = [
 
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "interview.asgi.application"
+# Threads that run the sync part of HTTP requests (interview/handler.py), each keeping its
+# own database connection; async views (code execution) never wait for them.
+HTTP_SYNC_THREADS = env.int("HTTP_SYNC_THREADS", default=1)
 
 # --- Stored and answered sizes ------------------------------------------------------------
 # A history answer is at most this much JSON; older entries' code is left out beyond it.

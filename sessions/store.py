@@ -150,3 +150,45 @@ def edit_entry_extend(
             [added, _when(timestamp), description, entry_id, _pk(session_id), entry_id, ChangeType.EDIT.value],
         )
         return cursor.rowcount == 1
+
+
+def _row_readers(model) -> tuple[str, list[str], list]:
+    """The SELECT list of a model's columns, their attribute names, and for each the database's
+    converters (a SQLite datetime is text, a UUID hex) as the ORM would apply them."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    converters = []
+    for field in fields:
+        col = field.get_col(model._meta.db_table)
+        converters.append((col, connection.ops.get_db_converters(col) + field.get_db_converters(connection)))
+    return columns, [field.attname for field in fields], converters
+
+
+# Per database vendor: the converters depend on the backend, not on one connection's state
+# (they read only settings, such as the time zone, through the connection they are given).
+_SESSION_READERS: dict[str, tuple[str, list[str], list]] = {}
+
+
+def live_session(session_id: uuid.UUID, now: datetime) -> InterviewSession | None:
+    """The session with this id if it has not expired, as the ORM would load it.
+
+    Every REST call on a session starts here; through the ORM, building and compiling the
+    query was most of a GET's time (0.3 ms of CPU on this machine, 40 µs in SQL)."""
+    readers = _SESSION_READERS.get(connection.vendor)
+    if readers is None:
+        readers = _SESSION_READERS[connection.vendor] = _row_readers(InterviewSession)
+    columns, names, converters = readers
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {_table(InterviewSession)} WHERE id = %s AND expires_at > %s",
+            [_pk(session_id), _when(now)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value, (col, field_converters) in zip(row, converters, strict=True):
+        for convert in field_converters:
+            value = convert(value, col, connection)
+        values.append(value)
+    return InterviewSession.from_db(connection.alias, names, values)

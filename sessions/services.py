@@ -69,11 +69,7 @@ def session_owner_check(*, session: InterviewSession, token: str) -> bool:
 def session_lock(session_id) -> InterviewSession:
     """The live session, locked for the rest of the transaction (a row lock on PostgreSQL;
     on SQLite the IMMEDIATE transaction already holds the database's write lock)."""
-    session = (
-        InterviewSession.objects.select_for_update()
-        .filter(pk=parse_session_id(session_id), expires_at__gt=timezone.now())
-        .first()
-    )
+    session = store.live_session(parse_session_id(session_id), timezone.now(), lock=True)
     if session is None:
         raise SessionNotFound()
     return session
@@ -228,16 +224,7 @@ def snapshots_trim(*, session_id: uuid.UUID) -> int:
 
     The index on (session, created_at, id) finds them without reading any code, and past the
     bound a save deletes one row: the work stays the same however long the session runs."""
-    keep = max(1, settings.SESSION_MAX_SNAPSHOTS)
-    old = list(
-        CodeSnapshot.objects.filter(session_id=session_id)
-        .order_by("-created_at", "-id")
-        .values_list("id", flat=True)[keep:]
-    )
-    if not old:
-        return 0
-    deleted, _ = CodeSnapshot.objects.filter(id__in=old).delete()
-    return deleted
+    return store.snapshots_beyond_delete(session_id, keep=max(1, settings.SESSION_MAX_SNAPSHOTS))
 
 
 def history_codes_trim(*, session_id: uuid.UUID) -> int:
@@ -248,14 +235,7 @@ def history_codes_trim(*, session_id: uuid.UUID) -> int:
 
     The partial index `history_session_codes` holds only entries with code, at most the
     bound plus one a session, so this reads neither code nor the rest of the history."""
-    old = list(
-        HistoryEntry.objects.filter(session_id=session_id, code_snapshot__isnull=False)
-        .order_by("-id")
-        .values_list("id", flat=True)[max(0, settings.SESSION_MAX_HISTORY_CODES) :]
-    )
-    if not old:
-        return 0
-    return HistoryEntry.objects.filter(id__in=old).update(code_snapshot=None)
+    return store.history_codes_beyond_clear(session_id, keep=max(0, settings.SESSION_MAX_HISTORY_CODES))
 
 
 def run_record(*, session_id, code: str, description: str) -> HistoryEntry:

@@ -48,7 +48,7 @@ def session_create(
     hours = expires_in_hours or settings.SESSION_DEFAULT_EXPIRES_HOURS
     now = timezone.now()
     token = secrets.token_urlsafe(32)
-    session = InterviewSession.objects.create(
+    session = InterviewSession(
         language=language,
         title=title,
         code=STARTER_CODE[Language(language)],
@@ -57,6 +57,7 @@ def session_create(
         expires_at=now + timedelta(hours=hours),
         owner_token_hash=token_hash(token),
     )
+    store.row_insert(session)
     session.owner_token = token
     return session
 
@@ -202,17 +203,20 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
         if result.changed:
             _notify_code_update(result)
         now = timezone.now()
-        snapshot = CodeSnapshot.objects.create(
+        snapshot = CodeSnapshot(
             session=session, code=session.code, language=session.language, version=session.version, created_at=now
         )
+        store.row_insert(snapshot)
         snapshots_trim(session_id=session.id)
-        HistoryEntry.objects.create(
-            session=session,
-            timestamp=now,
-            user_id=user_id,
-            change_type=ChangeType.SNAPSHOT,
-            description=f"Saved a snapshot ({len(session.code)} characters)",
-            code_snapshot=session.code,
+        store.row_insert(
+            HistoryEntry(
+                session=session,
+                timestamp=now,
+                user_id=user_id,
+                change_type=ChangeType.SNAPSHOT,
+                description=f"Saved a snapshot ({len(session.code)} characters)",
+                code_snapshot=session.code,
+            )
         )
         history_codes_trim(session_id=session.id)
     return snapshot

@@ -201,31 +201,32 @@ def live_session(session_id: uuid.UUID, now: datetime, *, lock: bool = False) ->
 _ALL_ROWS = 1 << 62
 
 
-def snapshots_beyond_delete(session_id: uuid.UUID, *, keep: int) -> int:
-    """Delete a session's snapshots older than its newest `keep`; how many went.
-
-    By the index on (session, created_at, id), as the ORM's query was, in one statement."""
-    table = _table(CodeSnapshot)
+def _beyond(model, session_id: uuid.UUID, *, keep: int, change: str, where: str, order: str) -> int:
+    """Apply `change` (a DELETE or an UPDATE of the model's table) to a session's rows past
+    its first `keep` in `order`, in one statement; how many rows it changed."""
+    table = _table(model)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE session_id = %s"
-            " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s)",
+            f"{change} WHERE id IN (SELECT id FROM {table} WHERE session_id = %s{where}"
+            f" ORDER BY {order} LIMIT %s OFFSET %s)",
             [_pk(session_id), _ALL_ROWS, keep],
         )
         return cursor.rowcount
+
+
+def snapshots_beyond_delete(session_id: uuid.UUID, *, keep: int) -> int:
+    """Delete a session's snapshots older than its newest `keep`; how many went.
+    By the index on (session, created_at, id), as the ORM's query was."""
+    change = f"DELETE FROM {_table(CodeSnapshot)}"
+    return _beyond(CodeSnapshot, session_id, keep=keep, change=change, where="", order="created_at DESC, id DESC")
 
 
 def history_codes_beyond_clear(session_id: uuid.UUID, *, keep: int) -> int:
     """Clear the code of a session's history entries with code older than its newest `keep`
     such entries; how many lost it. By the partial index `history_session_codes`."""
-    table = _table(HistoryEntry)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET code_snapshot = NULL WHERE id IN (SELECT id FROM {table}"
-            " WHERE session_id = %s AND code_snapshot IS NOT NULL ORDER BY id DESC LIMIT %s OFFSET %s)",
-            [_pk(session_id), _ALL_ROWS, keep],
-        )
-        return cursor.rowcount
+    change = f"UPDATE {_table(HistoryEntry)} SET code_snapshot = NULL"
+    where = " AND code_snapshot IS NOT NULL"
+    return _beyond(HistoryEntry, session_id, keep=keep, change=change, where=where, order="id DESC")
 
 
 def _insert_statement(model) -> tuple[str, list, object]:

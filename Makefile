@@ -59,6 +59,7 @@ format: install-dev
 bench: install-dev sandbox
 	$(PY) bench/bench_execution.py
 	$(PY) bench/bench_collaboration.py
+	$(PY) bench/bench_rest.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .coverage htmlcov

@@ -2,11 +2,16 @@
 
 import os
 
+import django
 from channels.routing import ProtocolTypeRouter, URLRouter
-from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "interview.settings")
-django_asgi_app = get_asgi_application()
+# What get_asgi_application() does, with the handler that serves sync views in one hop.
+django.setup(set_prefix=False)
+
+from interview.handler import PooledSyncASGIHandler  # noqa: E402
+
+django_asgi_app = PooledSyncASGIHandler()
 
 from collaboration.origins import OriginValidator  # noqa: E402
 from collaboration.routing import websocket_urlpatterns  # noqa: E402

@@ -8,6 +8,9 @@ running for 5 s in /api/execute would stall every other request.
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.exceptions import RequestDataTooBig
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -75,6 +78,37 @@ class StaticFilesMiddleware(_DualMode, WhiteNoiseMiddleware):
         path = request.path_info
         static_file = self.find_file(path) if self.autorefresh else self.files.get(path)
         return self.serve(static_file, request) if static_file is not None else None
+
+
+def cookies_unused(request) -> bool:
+    """An API request other than DELETE: it authenticates nobody by cookie and shows no message.
+
+    DELETE's staff check reads the admin login (the session) and demands CSRF; everything
+    outside /api/ (the admin, the docs) may use either."""
+    return request.path_info.startswith("/api/") and request.method != "DELETE"
+
+
+class _ForCookieUsers:
+    """Run the middleware only for requests that may use cookies; the API's skip it.
+
+    In sync and async mode alike: `get_response` answers what the chain behind it answers."""
+
+    def __call__(self, request):
+        if cookies_unused(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class CookieSessionMiddleware(_ForCookieUsers, SessionMiddleware):
+    pass
+
+
+class CookieAuthenticationMiddleware(_ForCookieUsers, AuthenticationMiddleware):
+    pass
+
+
+class CookieMessageMiddleware(_ForCookieUsers, MessageMiddleware):
+    pass
 
 
 # --- ASGI wrappers --------------------------------------------------------------------------

@@ -81,16 +81,19 @@ INSTALLED_APPS = [
     "execution.apps.ExecutionConfig",
 ]
 
+# The session, auth and messages middlewares are Django's, skipped on API requests other
+# than DELETE (interview.middleware.cookies_unused): only the admin and DELETE's staff check
+# read cookies. CSRF stays Django's own (`check --deploy` looks for it; API views are exempt).
 MIDDLEWARE = [
     "interview.middleware.BodySizeLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "interview.middleware.StaticFilesMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "interview.middleware.CookieSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "interview.middleware.CookieAuthenticationMiddleware",
+    "interview.middleware.CookieMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -114,6 +117,9 @@ TEMPLATES = [
 
 WSGI_APPLICATION = None
 ASGI_APPLICATION = "interview.asgi.application"
+# Threads that run the sync part of HTTP requests (interview/handler.py), each keeping its
+# own database connection; async views (code execution) never wait for them.
+HTTP_SYNC_THREADS = env.int("HTTP_SYNC_THREADS", default=1)
 
 # --- Stored and answered sizes ------------------------------------------------------------
 # A history answer is at most this much JSON; older entries' code is left out beyond it.

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db.models import Func, IntegerField
 from django.utils import timezone
 
+from sessions import store
 from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION
 from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection
@@ -24,8 +25,7 @@ def parse_session_id(value) -> uuid.UUID:
 
 def session_get(*, session_id) -> InterviewSession:
     """The live (unexpired) session with this id, else SessionNotFound."""
-    sid = parse_session_id(session_id)
-    session = InterviewSession.objects.filter(pk=sid, expires_at__gt=timezone.now()).first()
+    session = store.live_session(parse_session_id(session_id), timezone.now())
     if session is None:
         raise SessionNotFound()
     return session

@@ -48,7 +48,7 @@ def session_create(
     hours = expires_in_hours or settings.SESSION_DEFAULT_EXPIRES_HOURS
     now = timezone.now()
     token = secrets.token_urlsafe(32)
-    session = InterviewSession.objects.create(
+    session = InterviewSession(
         language=language,
         title=title,
         code=STARTER_CODE[Language(language)],
@@ -57,6 +57,7 @@ def session_create(
         expires_at=now + timedelta(hours=hours),
         owner_token_hash=token_hash(token),
     )
+    store.row_insert(session)
     session.owner_token = token
     return session
 
@@ -69,11 +70,7 @@ def session_owner_check(*, session: InterviewSession, token: str) -> bool:
 def session_lock(session_id) -> InterviewSession:
     """The live session, locked for the rest of the transaction (a row lock on PostgreSQL;
     on SQLite the IMMEDIATE transaction already holds the database's write lock)."""
-    session = (
-        InterviewSession.objects.select_for_update()
-        .filter(pk=parse_session_id(session_id), expires_at__gt=timezone.now())
-        .first()
-    )
+    session = store.live_session(parse_session_id(session_id), timezone.now(), lock=True)
     if session is None:
         raise SessionNotFound()
     return session
@@ -209,17 +206,20 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
         if result.changed:
             _notify_code_update(result)
         now = timezone.now()
-        snapshot = CodeSnapshot.objects.create(
+        snapshot = CodeSnapshot(
             session=session, code=session.code, language=session.language, version=session.version, created_at=now
         )
+        store.row_insert(snapshot)
         snapshots_trim(session_id=session.id)
-        HistoryEntry.objects.create(
-            session=session,
-            timestamp=now,
-            user_id=user_id,
-            change_type=ChangeType.SNAPSHOT,
-            description=f"Saved a snapshot ({len(session.code)} characters)",
-            code_snapshot=session.code,
+        store.row_insert(
+            HistoryEntry(
+                session=session,
+                timestamp=now,
+                user_id=user_id,
+                change_type=ChangeType.SNAPSHOT,
+                description=f"Saved a snapshot ({len(session.code)} characters)",
+                code_snapshot=session.code,
+            )
         )
         history_codes_trim(session_id=session.id)
     return snapshot
@@ -231,16 +231,7 @@ def snapshots_trim(*, session_id: uuid.UUID) -> int:
 
     The index on (session, created_at, id) finds them without reading any code, and past the
     bound a save deletes one row: the work stays the same however long the session runs."""
-    keep = max(1, settings.SESSION_MAX_SNAPSHOTS)
-    old = list(
-        CodeSnapshot.objects.filter(session_id=session_id)
-        .order_by("-created_at", "-id")
-        .values_list("id", flat=True)[keep:]
-    )
-    if not old:
-        return 0
-    deleted, _ = CodeSnapshot.objects.filter(id__in=old).delete()
-    return deleted
+    return store.snapshots_beyond_delete(session_id, keep=max(1, settings.SESSION_MAX_SNAPSHOTS))
 
 
 def history_codes_trim(*, session_id: uuid.UUID) -> int:
@@ -251,14 +242,7 @@ def history_codes_trim(*, session_id: uuid.UUID) -> int:
 
     The partial index `history_session_codes` holds only entries with code, at most the
     bound plus one a session, so this reads neither code nor the rest of the history."""
-    old = list(
-        HistoryEntry.objects.filter(session_id=session_id, code_snapshot__isnull=False)
-        .order_by("-id")
-        .values_list("id", flat=True)[max(0, settings.SESSION_MAX_HISTORY_CODES) :]
-    )
-    if not old:
-        return 0
-    return HistoryEntry.objects.filter(id__in=old).update(code_snapshot=None)
+    return store.history_codes_beyond_clear(session_id, keep=max(0, settings.SESSION_MAX_HISTORY_CODES))
 
 
 def run_record(*, session_id, code: str, description: str) -> HistoryEntry:

@@ -16,7 +16,7 @@ import uuid
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession
+from sessions.models import ChangeType, CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession
 
 logger = logging.getLogger(__name__)
 
@@ -215,3 +215,118 @@ def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
     if cut is not None:
         logger.info("Trimmed the operation log of session %s up to version %s (%s bytes kept)", session_id, cut, kept)
     return cut or 0
+
+
+def _row_readers(model) -> tuple[str, list[str], list]:
+    """The SELECT list of a model's columns, their attribute names, and for each the database's
+    converters (a SQLite datetime is text, a UUID hex) as the ORM would apply them."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
+    converters = []
+    for field in fields:
+        col = field.get_col(model._meta.db_table)
+        converters.append((col, connection.ops.get_db_converters(col) + field.get_db_converters(connection)))
+    return columns, [field.attname for field in fields], converters
+
+
+# Per database vendor: the converters depend on the backend, not on one connection's state
+# (they read only settings, such as the time zone, through the connection they are given).
+_SESSION_READERS: dict[str, tuple[str, list[str], list]] = {}
+
+
+def live_session(session_id: uuid.UUID, now: datetime.datetime, *, lock: bool = False) -> InterviewSession | None:
+    """The session with this id if it has not expired, as the ORM would load it; with `lock`,
+    locked until the transaction ends (a row lock where the database has them).
+
+    Every REST call on a session starts here; through the ORM, building and compiling the
+    query was most of a GET's time (0.3 ms of CPU on this machine, 40 µs in SQL)."""
+    readers = _SESSION_READERS.get(connection.vendor)
+    if readers is None:
+        readers = _SESSION_READERS[connection.vendor] = _row_readers(InterviewSession)
+    columns, names, converters = readers
+    suffix = " FOR UPDATE" if lock and connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {columns} FROM {_table(InterviewSession)} WHERE id = %s AND expires_at > %s{suffix}",
+            [_pk(session_id), _when(now)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for value, (col, field_converters) in zip(row, converters, strict=True):
+        for convert in field_converters:
+            value = convert(value, col, connection)
+        values.append(value)
+    return InterviewSession.from_db(connection.alias, names, values)
+
+
+# Rows beyond a bound, in one statement: at most a handful each time (every save trims), but
+# no limit below "all of them" (a lowered bound trims a long session in one go).
+_ALL_ROWS = 1 << 62
+
+
+def _beyond(model, session_id: uuid.UUID, *, keep: int, change: str, where: str, order: str) -> int:
+    """Apply `change` (a DELETE or an UPDATE of the model's table) to a session's rows past
+    its first `keep` in `order`, in one statement; how many rows it changed."""
+    table = _table(model)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{change} WHERE id IN (SELECT id FROM {table} WHERE session_id = %s{where}"
+            f" ORDER BY {order} LIMIT %s OFFSET %s)",
+            [_pk(session_id), _ALL_ROWS, keep],
+        )
+        return cursor.rowcount
+
+
+def snapshots_beyond_delete(session_id: uuid.UUID, *, keep: int) -> int:
+    """Delete a session's snapshots older than its newest `keep`; how many went.
+    By the index on (session, created_at, id), as the ORM's query was."""
+    change = f"DELETE FROM {_table(CodeSnapshot)}"
+    return _beyond(CodeSnapshot, session_id, keep=keep, change=change, where="", order="created_at DESC, id DESC")
+
+
+def history_codes_beyond_clear(session_id: uuid.UUID, *, keep: int) -> int:
+    """Clear the code of a session's history entries with code older than its newest `keep`
+    such entries; how many lost it. By the partial index `history_session_codes`."""
+    change = f"UPDATE {_table(HistoryEntry)} SET code_snapshot = NULL"
+    where = " AND code_snapshot IS NOT NULL"
+    return _beyond(HistoryEntry, session_id, keep=keep, change=change, where=where, order="id DESC")
+
+
+def _insert_statement(model) -> tuple[str, list, object]:
+    """The INSERT of a model's row (every column but an auto-increment key), its fields, and
+    that key's field or None."""
+    meta = model._meta
+    auto = meta.auto_field
+    fields = [field for field in meta.local_concrete_fields if field is not auto]
+    sql = (
+        f"INSERT INTO {_table(model)} ({', '.join(connection.ops.quote_name(f.column) for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    if auto is not None and connection.features.can_return_columns_from_insert:
+        sql += f" RETURNING {connection.ops.quote_name(auto.column)}"
+    return sql, fields, auto
+
+
+_INSERTS: dict[tuple[str, type], tuple[str, list, object]] = {}
+
+
+def row_insert(instance) -> None:
+    """Insert a new model instance's row as `save()` would (defaults, `pre_save`, the new key
+    set on it), in one prepared statement. For the models of a session and a code save, which no signal
+    watches: through the ORM, building the INSERT was most of the cost of each of its rows.
+    It commits with the surrounding transaction, or at once in autocommit, as `save()` does."""
+    key = (connection.vendor, type(instance))
+    statement = _INSERTS.get(key)
+    if statement is None:
+        statement = _INSERTS[key] = _insert_statement(type(instance))
+    sql, fields, auto = statement
+    values = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        if auto is not None:
+            row_id = cursor.fetchone()[0] if connection.features.can_return_columns_from_insert else cursor.lastrowid
+            setattr(instance, auto.attname, row_id)
+    instance._state.adding = False
+    instance._state.db = connection.alias

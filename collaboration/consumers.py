@@ -8,6 +8,7 @@ of versioned frames `sequencing`'s, presence `presence`'s, document changes the 
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -34,6 +35,14 @@ from sessions.selectors import parse_session_id, welcome_state
 from sessions.services import CodeChange, session_update
 
 logger = logging.getLogger(__name__)
+
+# What a connection reads when it opens or resyncs goes through a reader thread of its own
+# (its own database connection; SQLite in WAL reads beside a writer): a thousand clients
+# connecting at once would otherwise each wait behind the joins' and the writer's
+# transactions on the one database thread. The read needs no transaction with anything:
+# the connection subscribed before it, so a change it misses comes as a broadcast.
+_welcome_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="welcome-reader")
+read_welcome = database_sync_to_async(welcome_state, thread_sensitive=False, executor=_welcome_reader)
 
 CLOSE_SESSION_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
@@ -84,7 +93,7 @@ class SessionConsumer(InboxConsumer):
             # whatever the welcome already holds is skipped by its version.
             self.group = events.group_name(self.session_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
-            welcome = await database_sync_to_async(welcome_state)(session_id=self.session_id)
+            welcome = await read_welcome(session_id=self.session_id)
         except SessionNotFound:
             await self.end_session()
             return
@@ -362,7 +371,7 @@ class SessionConsumer(InboxConsumer):
     async def resync(self, reason: str):
         """Hand the client the current document (the delivery holds frames meanwhile)."""
         try:
-            current = await database_sync_to_async(welcome_state)(session_id=self.session_id)
+            current = await read_welcome(session_id=self.session_id)
         except SessionNotFound:
             await self.end_session()
             return

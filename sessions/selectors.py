@@ -96,10 +96,28 @@ class Welcome:
 
 
 def welcome_state(*, session_id) -> Welcome:
-    """What a new connection is told: the document, its version and who is here."""
-    session = session_get(session_id=session_id)
-    people = [{"userId": p.user_id, "name": p.name} for p in participants_active(session=session)]
-    return Welcome(session.id, session.code, session.language, session.version, people, session.expires_at)
+    """What a new connection is told: the document, its version and who is here.
+
+    Two queries of plain values (no model instances): every connection and every resync
+    reads this, a thousand at once when a fleet of clients reconnects.
+    """
+    sid = parse_session_id(session_id)
+    row = (
+        InterviewSession.objects.filter(pk=sid, expires_at__gt=timezone.now())
+        .values_list("code", "language", "version", "expires_at")
+        .first()
+    )
+    if row is None:
+        raise SessionNotFound()
+    live = ParticipantConnection.objects.filter(participant__session_id=sid, seen_at__gt=presence_cutoff())
+    people = [
+        {"userId": user_id, "name": name}
+        for user_id, name in Participant.objects.filter(session_id=sid, pk__in=live.values("participant_id"))
+        .order_by("joined_at", "id")
+        .values_list("user_id", "name")
+    ]
+    code, language, version, expires_at = row
+    return Welcome(sid, code, language, version, people, expires_at)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -60,3 +60,46 @@ class TestOrderedDelivery:
         delivery.deliver(3, "three")
         assert delivery.sent == ["three", "four"]
         delivery.stop()
+
+    def test_held_frames_go_out_after_the_resync_in_order(self):
+        """While held (a resync reads the document) nothing is sent; start_after releases
+        what lies beyond the new version, in order."""
+        delivery = Recorded()
+        delivery.start_after(1)
+        delivery.hold()
+        for version in (4, 2, 3):
+            delivery.deliver(version, str(version))
+        assert delivery.sent == []
+        delivery.start_after(2)
+        assert delivery.sent == ["3", "4"]
+        delivery.stop()
+
+
+class TestFallingBehind:
+    def make(self, backlog: list[int]):
+        behind: list[int] = []
+        delivery = Recorded()
+        delivery.backlog = lambda: backlog[0]
+        delivery.backlog_limit = 100
+        delivery.on_behind = behind.append
+        return delivery, behind
+
+    async def test_a_client_past_the_backlog_limit_skips_frames_until_it_resyncs(self):
+        """Past backlog_limit frames are skipped (on_behind says how much), none is sent
+        after; once the resync's version is set, delivery goes on from there."""
+        backlog = [0]
+        delivery, behind = self.make(backlog)
+        delivery.start_after(0)
+        delivery.deliver(1, "one")
+        backlog[0] = 101
+        delivery.deliver(2, "two")
+        delivery.deliver(3, "three")
+        assert delivery.sent == ["one"]
+        assert delivery.behind
+        assert behind == [3, 8]
+        backlog[0] = 0
+        delivery.hold()
+        delivery.deliver(4, "four")
+        delivery.start_after(3)
+        assert delivery.sent == ["one", "four"]
+        assert not delivery.behind

@@ -3,6 +3,7 @@
 import gc
 import importlib
 import logging
+import pprint
 
 from autobahn.websocket.protocol import PreparedMessage
 from daphne.cli import CommandLineInterface
@@ -43,6 +44,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{host}:{port} (docs at /docs)")
         self.stdout.flush()
         _freeze_startup_objects()
+        _lazy_autobahn_debug_arguments()
         BoundedCommandLineInterface().run(
             [
                 "--bind",
@@ -73,6 +75,40 @@ def _freeze_startup_objects() -> None:
     importlib.import_module(settings.ASGI_APPLICATION.rpartition(".")[0])
     gc.collect()
     gc.freeze()
+
+
+class _Lazy:
+    """A debug-log argument formatted only if the line is written."""
+
+    __slots__ = ("args", "function")
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __format__(self, spec) -> str:
+        return format(self.function(*self.args), spec)
+
+    def __str__(self) -> str:
+        return str(self.function(*self.args))
+
+
+def _lazy_autobahn_debug_arguments() -> None:
+    """Have autobahn format its debug lines' arguments only when debug logging is on.
+
+    autobahn builds them whatever the level: on every connection it pretty-prints its whole
+    configuration (`pformat`, a tenth of the CPU of a connection's handshake, welcome and
+    join), and on every frame in or out it colours two or three values with click (`hltype`,
+    `hlval`: a few percent of a delivery). The modules' names are rebound to lazy versions;
+    the lines are the same when they are written.
+    """
+    from autobahn import util
+    from autobahn.twisted import websocket as twisted_websocket
+    from autobahn.websocket import protocol
+
+    protocol.pformat = lambda obj: _Lazy(pprint.pformat, obj)
+    for module in (protocol, twisted_websocket):
+        module.hltype = lambda obj: _Lazy(util.hltype, obj)
+        module.hlval = lambda val, color="white", bold=True: _Lazy(util.hlval, val, color, bold)
 
 
 def transport_buffered_bytes(transport) -> int:

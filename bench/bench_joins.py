@@ -68,9 +68,8 @@ async def run(server: RunningServer, connections: int, sessions: int, concurrenc
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=1000)
-    parser.add_argument("--sessions", type=int, default=50)
-    parser.add_argument("--concurrency", type=int, default=50)
+    for name, default in (("connections", 1000), ("sessions", 50), ("concurrency", 50)):
+        parser.add_argument(f"--{name}", type=int, default=default)
     args = parser.parse_args()
     env = {"WS_RATE_LIMIT_PER_SECOND": "100000", "WS_RATE_LIMIT_BURST": "100000", "LOG_LEVEL": "error"}
     with tempfile.TemporaryDirectory() as workdir, RunningServer(Path(workdir), env=env) as server:

@@ -90,6 +90,16 @@ def _drain(sock: socket.socket, deadline: float) -> tuple[int, str]:
     return total, "still open"
 
 
+async def _edit_acked(editor, seq: int, version: int) -> int:
+    """Replace the document's first 7 characters with `seq`; the version its ack gives."""
+    change = [{"from": 0, "to": 7, "insert": f"{seq:07d}"}]
+    await editor.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version}}))
+    while True:
+        message = json.loads(await editor.recv())
+        if message["type"] == "code-ack":
+            return message["data"]["version"]
+
+
 @pytest.fixture
 def buffer_server(tmp_path):
     env = {
@@ -134,13 +144,7 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
         reading = asyncio.ensure_future(read())
         try:
             for seq in range(1, 501):
-                change = [{"from": 0, "to": 7, "insert": f"{seq:07d}"}]
-                await editor.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version}}))
-                while True:
-                    message = json.loads(await editor.recv())
-                    if message["type"] == "code-ack":
-                        version = message["data"]["version"]
-                        break
+                version = await _edit_acked(editor, seq, version)
                 if seq % 10 == 0:
                     peak = max(peak, _rss_bytes(server.process.pid))
                     if not cut:
@@ -223,13 +227,7 @@ async def test_a_slow_reader_is_resynced_and_converges_while_fast_ones_get_every
         reading = asyncio.ensure_future(read_fast())
         try:
             for seq in range(1, edits + 1):
-                change = [{"from": 0, "to": 7, "insert": f"{seq:07d}"}]
-                await editor.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version}}))
-                while True:
-                    message = json.loads(await editor.recv())
-                    if message["type"] == "code-ack":
-                        version = message["data"]["version"]
-                        break
+                version = await _edit_acked(editor, seq, version)
             async with asyncio.timeout(60):  # a safety net: the event is the last update
                 await fast_done.wait()
         finally:

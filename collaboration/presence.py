@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from sessions.exceptions import SessionNotFound
@@ -64,10 +64,7 @@ def participant_join(*, session_id, user_id: str, name: str, channel_name: str) 
         cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
         row = cursor.fetchone()
         if row is None:
-            participant, created = Participant.objects.get_or_create(
-                session_id=sid, user_id=user_id, defaults={"name": name, "joined_at": now}
-            )
-            participant_id = participant.pk
+            participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, now)
         else:
             participant_id, created = row[0], False
         # This connection counts too: joining twice on one socket is not a new arrival.
@@ -101,6 +98,27 @@ def participant_join(*, session_id, user_id: str, name: str, channel_name: str) 
         )
         (count,) = cursor.fetchone()
     return PresenceChange(sid, user_id, name, not was_present, count)
+
+
+def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, now) -> tuple[int, bool]:
+    """A new participant row: (its id, True), or (the id, False) of the one another process
+    inserted first."""
+    if not connection.features.can_return_columns_from_insert:
+        participant, created = Participant.objects.get_or_create(
+            session_id=sid, user_id=user_id, defaults={"name": name, "joined_at": now}
+        )
+        return participant.pk, created
+    try:
+        with transaction.atomic():
+            cursor.execute(
+                f"INSERT INTO {people} (session_id, user_id, name, joined_at, cursor_position)"
+                " VALUES (%s, %s, %s, %s, NULL) RETURNING id",
+                [key, user_id, name, _when(now)],
+            )
+            return cursor.fetchone()[0], True
+    except IntegrityError:
+        cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
+        return cursor.fetchone()[0], False
 
 
 def _table(model) -> str:

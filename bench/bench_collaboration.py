@@ -5,15 +5,19 @@
 
 Each of SESSIONS x PARTICIPANTS clients joins its session and sends delta code-updates
 at RATE per second (each inserts a unique token at offset 0, based on the newest version
-it has seen, so the server rebases it). Every other participant of the session must
-receive each accepted update: latency is measured from the send to each receipt (one
-clock: all clients live in this process), and lost = expected deliveries - received.
+it has seen, so the server rebases it), or with `--full-text` the whole text as the
+existing client does (a 400-byte document led by a unique token). Every other participant
+of the session must receive each accepted update: latency is measured from the send to
+each receipt (one clock: all clients live in this process), and lost = expected
+deliveries - received. `server us/delivery` is the server process's CPU time (user +
+system, from /proc) over the sending window divided by the deliveries in it.
 """
 
 import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -55,7 +59,18 @@ class Stats:
         self.errors: dict[str, int] = {}
 
 
-async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, participants):
+TOKEN = re.compile(r"^<[^>]*>")
+FILLER = "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(40))[:380]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, participants, full_text=False):
     async with connect(f"{ws_url}/ws/sessions/{sid}", max_size=None, ping_interval=None) as ws:
         welcome = json.loads(await ws.recv())
         version = welcome["data"]["version"]
@@ -70,6 +85,12 @@ async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, par
                 if kind == "code-update":
                     now = time.perf_counter()
                     version = max(version, message["data"]["version"])
+                    if full_text:
+                        token = TOKEN.match(message["data"]["code"])
+                        if token and token.group() in stats.sent:
+                            stats.latencies.append(now - stats.sent[token.group()])
+                            stats.received += 1
+                        continue
                     for change in message["data"]["changes"]:
                         token = change["insert"]
                         if token in stats.sent:
@@ -91,7 +112,10 @@ async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, par
             await asyncio.sleep(max(0, next_send - time.perf_counter()))
             n += 1
             token = f"<{user}:{n}>"
-            data = {"changes": [{"from": 0, "to": 0, "insert": token}], "version": version, "seq": n}
+            if full_text:
+                data = {"code": token + FILLER, "changes": []}
+            else:
+                data = {"changes": [{"from": 0, "to": 0, "insert": token}], "version": version, "seq": n}
             stats.sent[token] = time.perf_counter()
             await ws.send(json.dumps({"type": "code-update", "data": data}))
             next_send += interval
@@ -111,18 +135,29 @@ async def stats_drained(stats: Stats, quiet: float = 3.0, limit: float = 60.0) -
             return
 
 
-async def run_load(server: RunningServer, sessions: int, participants: int, rate: float, duration: float) -> dict:
+async def run_load(
+    server: RunningServer, sessions: int, participants: int, rate: float, duration: float, full_text: bool = False
+) -> dict:
     sids = [create_session(server.url) for _ in range(sessions)]
     for sid in sids:
         clear_code(server.url, sid)
     stats = Stats()
     start_at = time.perf_counter() + 2.0
     tasks = [
-        client(server.ws_url, sid, i, rate, duration, stats, start_at, participants)
+        client(server.ws_url, sid, i, rate, duration, stats, start_at, participants, full_text)
         for sid in sids
         for i in range(participants)
     ]
+
+    async def measure_cpu():
+        await asyncio.sleep(max(0, start_at - time.perf_counter()))
+        before, received_before = cpu_seconds(server.process.pid), stats.received
+        await asyncio.sleep(duration)
+        return cpu_seconds(server.process.pid) - before, stats.received - received_before
+
+    cpu_task = asyncio.ensure_future(measure_cpu())
     await asyncio.gather(*tasks)
+    cpu, window_deliveries = await cpu_task
     expected = len(stats.sent) * (participants - 1) - sum(stats.errors.values()) * (participants - 1)
     lat = sorted(stats.latencies)
 
@@ -139,6 +174,7 @@ async def run_load(server: RunningServer, sessions: int, participants: int, rate
         "max_ms": 1000 * lat[-1] if lat else float("nan"),
         "mean_ms": 1000 * statistics.fmean(lat) if lat else float("nan"),
         "lost": expected - stats.received,
+        "server_us_per_delivery": 1e6 * cpu / window_deliveries if window_deliveries else float("nan"),
         "errors": stats.errors,
     }
 
@@ -149,6 +185,7 @@ def main():
     parser.add_argument("--participants", type=int, default=5)
     parser.add_argument("--rates", default="10,20,40,60,80", help="updates/s per client, one run each")
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--full-text", action="store_true", help="send the whole text, as the existing client does")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument(
@@ -173,12 +210,15 @@ def main():
                 f"server pid {server.process.pid}, {os.cpu_count()} CPUs; "
                 f"{args.sessions} sessions x {args.participants} participants"
             )
-            print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  errors")
+            print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  server us/delivery  errors")
             for rate in [float(r) for r in args.rates.split(",")]:
-                result = asyncio.run(run_load(server, args.sessions, args.participants, rate, args.duration))
+                result = asyncio.run(
+                    run_load(server, args.sessions, args.participants, rate, args.duration, args.full_text)
+                )
                 print(
                     f"{rate:>10.0f} {result['sent']:>6} {result['delivered_per_s']:>12.0f} {result['p50_ms']:>8.1f} "
-                    f"{result['p99_ms']:>8.1f} {result['max_ms']:>8.1f} {result['lost']:>6} {result['errors'] or ''}",
+                    f"{result['p99_ms']:>8.1f} {result['max_ms']:>8.1f} {result['lost']:>6} "
+                    f"{result['server_us_per_delivery']:>19.1f}  {result['errors'] or ''}",
                     flush=True,
                 )
         finally:

@@ -8,6 +8,7 @@ of versioned frames `sequencing`'s, presence `presence`'s, document changes the 
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -35,8 +36,18 @@ from sessions.services import CodeChange, session_update
 
 logger = logging.getLogger(__name__)
 
+# What a connection reads when it opens or resyncs goes through a reader thread of its own
+# (its own database connection; SQLite in WAL reads beside a writer): a thousand clients
+# connecting at once would otherwise each wait behind the joins' and the writer's
+# transactions on the one database thread. The read needs no transaction with anything:
+# the connection subscribed before it, so a change it misses comes as a broadcast.
+_welcome_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="welcome-reader")
+read_welcome = database_sync_to_async(welcome_state, thread_sensitive=False, executor=_welcome_reader)
+
 CLOSE_SESSION_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
+# How often a connection that fell behind looks whether it has read its backlog.
+DRAIN_POLL_SECONDS = 0.05
 
 
 class SessionConsumer(InboxConsumer):
@@ -46,12 +57,29 @@ class SessionConsumer(InboxConsumer):
 
     def connection_started(self) -> None:
         self.cleaned_up = False
+        # Until the welcome is out, messages handed over directly wait here (bounded).
+        self.live = False
+        self.early: list[tuple[dict, bool]] = []
+        self.early_bytes = 0
+        self.early_overflowed = False
+        # Code-updates sent and not yet answered (counted where replies come apart from
+        # broadcasts: `direct`), and the pongs waiting for them.
+        self.unanswered = 0
+        self.pongs_owed = 0
+        self.pong_timer: asyncio.TimerHandle | None = None
         connection_opened(self.channel_name)
 
     async def connect(self):
         self.user_id: str | None = None
         self.group: str | None = None
-        self.delivery = OrderedDelivery(self.send_text, self.gap_expired)
+        self.delivery = OrderedDelivery(
+            self.emit,
+            self.gap_expired,
+            backlog=self.socket.backlog if self.socket is not None else None,
+            backlog_limit=settings.WS_RESYNC_BUFFERED_BYTES,
+            on_behind=self.fell_behind,
+        )
+        self.drain_timer: asyncio.TimerHandle | None = None
         self.rate_limit = TokenBucket(rate=settings.WS_RATE_LIMIT_PER_SECOND, burst=settings.WS_RATE_LIMIT_BURST)
         self.cursor = CursorDebounce(self.store_cursor, interval=settings.CURSOR_STORE_INTERVAL_SECONDS)
         self.last_seen = time.monotonic()
@@ -65,7 +93,7 @@ class SessionConsumer(InboxConsumer):
             # whatever the welcome already holds is skipped by its version.
             self.group = events.group_name(self.session_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
-            welcome = await database_sync_to_async(welcome_state)(session_id=self.session_id)
+            welcome = await read_welcome(session_id=self.session_id)
         except SessionNotFound:
             await self.end_session()
             return
@@ -74,6 +102,7 @@ class SessionConsumer(InboxConsumer):
         # document already held it (see CodeChange.connection_version).
         self.welcome_version = welcome.version
         await self.send_frame(frames.welcome(welcome))
+        self.go_live()
         ensure_heartbeat()
         loop = asyncio.get_running_loop()
         self.idle_timer = loop.call_later(settings.WS_IDLE_TIMEOUT_SECONDS, self.check_idle)
@@ -90,7 +119,8 @@ class SessionConsumer(InboxConsumer):
         self.cleaned_up = True
         self.closed = True
         try:
-            for timer in (getattr(self, "idle_timer", None), getattr(self, "expiry_timer", None)):
+            for name in ("idle_timer", "expiry_timer", "drain_timer", "pong_timer"):
+                timer = getattr(self, name, None)
                 if timer is not None:
                     timer.cancel()
             if getattr(self, "delivery", None) is not None:
@@ -156,7 +186,17 @@ class SessionConsumer(InboxConsumer):
             return
         try:
             message = messages.parse(text_data)
-            await getattr(self, "on_" + message.type.replace("-", "_"))(message)
+            handler = getattr(self, "on_" + message.type.replace("-", "_"))
+            if message.type == "code-update" and self.direct:
+                # Its answer (an ack or an error) comes back on this channel alone.
+                self.unanswered += 1
+                try:
+                    await handler(message)
+                except BaseException:
+                    self.unanswered -= 1
+                    raise
+            else:
+                await handler(message)
         except MessageError as exc:
             await self.send_frame(frames.invalid_message(str(exc)))
         except SessionNotFound:
@@ -178,7 +218,24 @@ class SessionConsumer(InboxConsumer):
     async def on_ping(self, message):
         # ping needs no join, but after it a ping naming another user is refused too.
         self.check_claim(message)
+        if self.unanswered > 0:
+            # Answered in order: after the acks of what this connection sent before.
+            self.pongs_owed += 1
+            if self.pong_timer is None:
+                loop = asyncio.get_running_loop()
+                self.pong_timer = loop.call_later(settings.WS_PONG_MAX_DELAY_SECONDS, self.pay_pongs)
+            return
         await self.send_frame(frames.pong())
+
+    def pay_pongs(self) -> None:
+        if self.pong_timer is not None:
+            self.pong_timer.cancel()
+            self.pong_timer = None
+        if self.pongs_owed and not self.closed:
+            text = frames.encode(frames.pong())
+            for _ in range(self.pongs_owed):
+                self.emit(text)
+        self.pongs_owed = 0
 
     async def on_join(self, message):
         user_id, name = messages.parse_join(message)
@@ -232,11 +289,8 @@ class SessionConsumer(InboxConsumer):
 
     # --- frames to the client --------------------------------------------------------
 
-    async def send_text(self, text: str):
-        await self.send(text_data=text)
-
     async def send_frame(self, frame: dict):
-        await self.send(text_data=frames.encode(frame))
+        await self.send_text(frames.encode(frame))
 
     async def broadcast(self, frame: dict):
         """Send to the session's other connections."""
@@ -244,34 +298,91 @@ class SessionConsumer(InboxConsumer):
 
     # --- group events ----------------------------------------------------------------
 
+    def channel_message(self, event: dict, direct: bool) -> None:
+        """A message handed over by the layer (see InboxConsumer), in the sender's task."""
+        if not self.live:
+            self.early.append((event, direct))
+            self.early_bytes += len(event.get("text") or "")
+            if len(self.early) > settings.CHANNEL_CAPACITY or self.early_bytes > settings.WS_MAX_BUFFERED_BYTES:
+                # Too much before the welcome went out: the welcome's document is stale
+                # anyway, so the client gets the current one instead of all this.
+                self.early_overflowed = True
+                self.early = [(e, d) for e, d in self.early if d or e.get("version") is None]
+                self.early_bytes = sum(len(e.get("text") or "") for e, _ in self.early)
+            return
+        if event["type"] == events.MESSAGE_EVENT:
+            self.take_event(event)
+        elif event["type"] == events.ENDED_EVENT:
+            self.spawn(self.end_session())
+        if direct and self.unanswered > 0:
+            self.unanswered -= 1
+            if self.unanswered == 0 and self.pongs_owed:
+                self.pay_pongs()
+
+    def go_live(self) -> None:
+        """The welcome is out: what was handed over before it goes out now, in order."""
+        early, self.early, self.early_bytes = self.early, [], 0
+        self.live = True
+        if self.early_overflowed:
+            self.delivery.hold()
+            self.spawn(self.resync("Too much changed while this connection opened; resync with the current document."))
+        for event, direct in early:
+            self.channel_message(event, direct)
+
     async def session_message(self, event):
+        self.take_event(event)
+
+    def take_event(self, event) -> None:
         if self.closed or event.get("exclude") == self.channel_name:
             return
         version = event.get("version")
         if version is None:
-            await self.send_text(event["text"])
+            self.emit(event["text"])
         else:
-            await self.delivery.deliver(version, event["text"])
+            self.delivery.deliver(version, event["text"])
 
     def gap_expired(self):
         if not self.closed:
-            self.spawn(self.resync())
+            self.delivery.hold()
+            self.spawn(self.resync("A change was lost in transit; resync with the current document."))
 
-    async def resync(self):
-        """A change never arrived: hand the client the current document instead."""
+    def fell_behind(self, skipped_bytes: int) -> None:
+        """The client holds more than WS_RESYNC_BUFFERED_BYTES unread: code-updates are
+        skipped until it has read it all, then it resyncs; one that would be sent more than
+        WS_MAX_BUFFERED_BYTES in all is closed with 1013 (it does not read at all)."""
+        if self.closed:
+            return
+        if self.socket.backlog() + skipped_bytes > settings.WS_MAX_BUFFERED_BYTES:
+            self.socket.close_behind()
+            return
+        if self.drain_timer is None:
+            logger.info("Connection %s fell behind; it resyncs once it has read its backlog", self.channel_name)
+            self.drain_timer = asyncio.get_running_loop().call_later(DRAIN_POLL_SECONDS, self.check_drained)
+
+    def check_drained(self) -> None:
+        self.drain_timer = None
+        if self.closed or not self.delivery.behind:
+            return
+        if self.socket.backlog() > 0:
+            self.drain_timer = asyncio.get_running_loop().call_later(DRAIN_POLL_SECONDS, self.check_drained)
+            return
+        self.delivery.hold()
+        self.spawn(self.resync("This connection fell behind; resync with the current document."))
+
+    async def resync(self, reason: str):
+        """Hand the client the current document (the delivery holds frames meanwhile)."""
         try:
-            current = await database_sync_to_async(welcome_state)(session_id=self.session_id)
+            current = await read_welcome(session_id=self.session_id)
         except SessionNotFound:
             await self.end_session()
             return
+        if self.closed:
+            return
+        # The resync first, then whatever was held beyond its version.
+        self.emit(frames.encode(frames.resync_required(code=current.code, version=current.version, message=reason)))
         self.delivery.start_after(current.version)
-        await self.send_frame(
-            frames.resync_required(
-                code=current.code,
-                version=current.version,
-                message="A change was lost in transit; resync with the current document.",
-            )
-        )
+        if self.outbox:
+            await self.flush_outbox()
 
     async def session_ended(self, event):
         await self.end_session()

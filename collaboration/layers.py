@@ -6,11 +6,17 @@ swallows ChannelFull. Here a send is a put on the recipient's queue, expiry is s
 most once a second, messages are shared (the consumers treat them as read-only), a
 channel is full at `capacity` messages or WS_MAX_BUFFERED_BYTES of text, and a full
 channel is logged and counted.
+
+A connection of this process may also `attach` a receiver to its channel: its messages are
+then handed to it at once, in the sender's task (a broadcast is a loop over its
+recipients, with no queue, future or task switch per recipient), and the receiver owns
+their order and bounds. `send` to one channel tells the receiver so (`direct=True`).
 """
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
@@ -28,6 +34,33 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         # message always fits), so a connection that falls behind cannot hold much memory.
         self.max_bytes = settings.WS_MAX_BUFFERED_BYTES if max_bytes is None else max_bytes
         self.queued_bytes: dict[str, int] = {}
+        # Channel -> (receiver(message, direct), its event loop) of a connection that takes
+        # its messages at once.
+        self.receivers: dict[str, tuple[Callable[[dict, bool], None], asyncio.AbstractEventLoop]] = {}
+
+    def attach(self, channel: str, receiver: Callable[[dict, bool], None]) -> None:
+        """Hand the channel's messages to `receiver`, on the running loop, from now on."""
+        self.receivers[channel] = (receiver, asyncio.get_running_loop())
+
+    def detach(self, channel: str) -> None:
+        self.receivers.pop(channel, None)
+
+    async def flush(self):
+        self.receivers.clear()
+        self.queued_bytes.clear()
+        await super().flush()
+
+    def _hand(self, entry, channel: str, message: dict, direct: bool, loop) -> None:
+        receiver, home = entry
+        if home is not loop:
+            # A send from another thread's loop (async_to_sync): the receiver runs on its own.
+            home.call_soon_threadsafe(self._hand, entry, channel, message, direct, home)
+            return
+        try:
+            receiver(message, direct)
+        except Exception:
+            # One connection's failure must not cost the other recipients their message.
+            logger.exception("The receiver of %s failed on a message", channel)
 
     def _took(self, channel: str, message: dict) -> None:
         left = self.queued_bytes.get(channel, 0) - _size(message)
@@ -79,6 +112,10 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
     async def send(self, channel, message):
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
+        entry = self.receivers.get(channel)
+        if entry is not None:
+            self._hand(entry, channel, message, True, asyncio.get_running_loop())
+            return
         try:
             self._put(channel, message)
         except asyncio.QueueFull:
@@ -103,7 +140,13 @@ class FastInMemoryChannelLayer(InMemoryChannelLayer):
         assert isinstance(message, dict), "Message is not a dict"
         self.require_valid_group_name(group)
         self._maybe_sweep()
+        receivers = self.receivers
+        loop = asyncio.get_running_loop()
         for channel in list(self.groups.get(group, ())):
+            entry = receivers.get(channel)
+            if entry is not None:
+                self._hand(entry, channel, message, False, loop)
+                continue
             try:
                 self._put(channel, message)
             except asyncio.QueueFull:

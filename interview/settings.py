@@ -338,6 +338,12 @@ WRITER_GATHER_SECONDS = env.float("WRITER_GATHER_SECONDS", default=0.002)
 # Bytes the server may hold unsent for one WebSocket (its transport's write buffer and its
 # channel-layer queue); a connection beyond is closed with 1013 and its buffer dropped.
 WS_MAX_BUFFERED_BYTES = env.int("WS_MAX_BUFFERED_BYTES", default=8 * 1024 * 1024)
+# A client holding more than this unread is behind: it skips code-updates until it has read
+# what it holds, then gets RESYNC_REQUIRED with the current document (below the bound above).
+WS_RESYNC_BUFFERED_BYTES = env.int("WS_RESYNC_BUFFERED_BYTES", default=1024 * 1024)
+# A ping answers after the acks of the code-updates its connection sent before it (so a
+# client that waits for its pong never has more in flight), or after this many seconds.
+WS_PONG_MAX_DELAY_SECONDS = env.float("WS_PONG_MAX_DELAY_SECONDS", default=5.0)
 
 # --- Execution ----------------------------------------------------------------------------
 # "bwrap": namespaces through bubblewrap (the default). "unsafe-rlimits-only": an explicit

@@ -90,6 +90,16 @@ def _drain(sock: socket.socket, deadline: float) -> tuple[int, str]:
     return total, "still open"
 
 
+async def _edit_acked(editor, seq: int, version: int) -> int:
+    """Replace the document's first 7 characters with `seq`; the version its ack gives."""
+    change = [{"from": 0, "to": 7, "insert": f"{seq:07d}"}]
+    await editor.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version}}))
+    while True:
+        message = json.loads(await editor.recv())
+        if message["type"] == "code-ack":
+            return message["data"]["version"]
+
+
 @pytest.fixture
 def buffer_server(tmp_path):
     env = {
@@ -134,13 +144,7 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
         reading = asyncio.ensure_future(read())
         try:
             for seq in range(1, 501):
-                change = [{"from": 0, "to": 7, "insert": f"{seq:07d}"}]
-                await editor.send(json.dumps({"type": "code-update", "data": {"changes": change, "version": version}}))
-                while True:
-                    message = json.loads(await editor.recv())
-                    if message["type"] == "code-ack":
-                        version = message["data"]["version"]
-                        break
+                version = await _edit_acked(editor, seq, version)
                 if seq % 10 == 0:
                     peak = max(peak, _rss_bytes(server.process.pid))
                     if not cut:
@@ -166,3 +170,83 @@ async def test_a_socket_that_never_reads_is_closed_and_memory_stays_bounded(buff
     assert "closing it with 1013" in server.log_path.read_text()
     assert received == 500
     assert code["code"].startswith("0000500")
+
+
+@pytest.fixture
+def resync_server(tmp_path):
+    env = {
+        "WS_RESYNC_BUFFERED_BYTES": str(256 * 1024),
+        "WS_MAX_BUFFERED_BYTES": str(256 * 1024 * 1024),
+        "WS_RATE_LIMIT_PER_SECOND": "1000",
+        "WS_RATE_LIMIT_BURST": "1000",
+    }
+    with RunningServer(tmp_path, env=env) as server:
+        yield server
+
+
+def _small_buffer_socket(port: int) -> socket.socket:
+    """A connected TCP socket with a small receive buffer, so what it leaves unread stays on the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def test_a_slow_reader_is_resynced_and_converges_while_fast_ones_get_everything(resync_server):
+    """A client that stops reading while a 200 KB document is edited 60 times falls more than
+    WS_RESYNC_BUFFERED_BYTES behind: it gets RESYNC_REQUIRED with the current document once it
+    reads again (not a gap, not a close) and ends with the server's text; a client that reads
+    gets all 60 code-updates, in order."""
+    server = resync_server
+    session = await asyncio.to_thread(http_json, f"{server.url}/api/sessions", "POST", {})
+    sid = session["sessionId"]
+    await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}/code", "POST", {"code": DOCUMENT})
+    url = f"{server.ws_url}/ws/sessions/{sid}"
+    edits = 60
+    sock = await asyncio.to_thread(_small_buffer_socket, server.port)
+    async with (
+        connect(url, max_size=None) as editor,
+        connect(url, max_size=None) as fast,
+        connect(url, max_size=None, max_queue=1, sock=sock) as slow,
+    ):
+        version = json.loads(await editor.recv())["data"]["version"]
+        await fast.recv()
+        slow_welcome = json.loads(await slow.recv())["data"]
+        await editor.send(json.dumps({"type": "join", "userId": "editor", "data": {"name": "Editor"}}))
+        fast_versions: list[int] = []
+        fast_done = asyncio.Event()
+
+        async def read_fast():
+            async for frame in fast:
+                message = json.loads(frame)
+                if message["type"] == "code-update":
+                    fast_versions.append(message["data"]["version"])
+                    if len(fast_versions) == edits:
+                        fast_done.set()
+
+        reading = asyncio.ensure_future(read_fast())
+        try:
+            for seq in range(1, edits + 1):
+                version = await _edit_acked(editor, seq, version)
+            async with asyncio.timeout(60):  # a safety net: the event is the last update
+                await fast_done.wait()
+        finally:
+            reading.cancel()
+        final = await asyncio.to_thread(http_json, f"{server.url}/api/sessions/{sid}/code")
+        # The slow client reads now: what it holds, then the resync, then nothing it must skip.
+        text, held_version, resyncs = slow_welcome["currentCode"], slow_welcome["version"], 0
+        async with asyncio.timeout(60):  # a safety net: the loop ends at the server's version
+            while held_version < final["version"]:
+                message = json.loads(await slow.recv())
+                data = message["data"]
+                if message["type"] == "code-update":
+                    assert data["version"] == held_version + 1, "a code-update out of turn"
+                    text, held_version = data["code"], data["version"]
+                elif message["type"] == "error":
+                    assert data["code"] == "RESYNC_REQUIRED", data
+                    assert data["version"] >= held_version
+                    text, held_version, resyncs = data["currentCode"], data["version"], resyncs + 1
+    assert fast_versions == list(range(fast_versions[0], fast_versions[0] + edits))
+    assert resyncs == 1
+    assert (text, held_version) == (final["code"], final["version"])
+    assert "closing it with 1013" not in server.log_path.read_text()

@@ -3,12 +3,16 @@
 import gc
 import importlib
 import logging
+import pprint
 
+from autobahn.websocket.protocol import PreparedMessage
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from collaboration.inbox import SOCKET_EXTENSION
 
 logger = logging.getLogger("interview.serve")
 
@@ -40,6 +44,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Serving on http://{host}:{port} (docs at /docs)")
         self.stdout.flush()
         _freeze_startup_objects()
+        _lazy_autobahn_debug_arguments()
         BoundedCommandLineInterface().run(
             [
                 "--bind",
@@ -72,6 +77,40 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+class _Lazy:
+    """A debug-log argument formatted only if the line is written."""
+
+    __slots__ = ("args", "function")
+
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __format__(self, spec) -> str:
+        return format(self.function(*self.args), spec)
+
+    def __str__(self) -> str:
+        return str(self.function(*self.args))
+
+
+def _lazy_autobahn_debug_arguments() -> None:
+    """Have autobahn format its debug lines' arguments only when debug logging is on.
+
+    autobahn builds them whatever the level: on every connection it pretty-prints its whole
+    configuration (`pformat`, a tenth of the CPU of a connection's handshake, welcome and
+    join), and on every frame in or out it colours two or three values with click (`hltype`,
+    `hlval`: a few percent of a delivery). The modules' names are rebound to lazy versions;
+    the lines are the same when they are written.
+    """
+    from autobahn import util
+    from autobahn.twisted import websocket as twisted_websocket
+    from autobahn.websocket import protocol
+
+    protocol.pformat = lambda obj: _Lazy(pprint.pformat, obj)
+    for module in (protocol, twisted_websocket):
+        module.hltype = lambda obj: _Lazy(util.hltype, obj)
+        module.hlval = lambda val, color="white", bold=True: _Lazy(util.hlval, val, color, bold)
+
+
 def transport_buffered_bytes(transport) -> int:
     """Bytes written to a Twisted TCP transport and not yet taken by the kernel.
 
@@ -80,6 +119,60 @@ def transport_buffered_bytes(transport) -> int:
     """
     pending = len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
     return pending + getattr(transport, "_tempDataLen", 0)
+
+
+class SocketWriter:
+    """Synchronous text-frame writes to one daphne WebSocket: the broadcast path's edge.
+
+    The ASGI send of one frame goes through four coroutines (Channels' two, daphne's, ours)
+    and autobahn's `sendMessage`, which encodes, frames and logs (its debug line formats its
+    arguments whatever the level) once per recipient: a quarter of the server's CPU per
+    delivery. Here a frame is encoded and framed once per text (autobahn's PreparedMessage,
+    its own broadcast helper, kept for the text written last: a broadcast writes one text to
+    every recipient in a row) and handed to the transport. A socket that negotiated
+    compression, or whose autobahn send queue holds something, goes through autobahn.
+    The write-buffer bound is the same as for the ASGI path (`BoundedServer.handle_reply`).
+    """
+
+    __slots__ = ("protocol", "server")
+
+    _last_text: str | None = None
+    _last_frame: PreparedMessage | None = None
+
+    def __init__(self, server: "BoundedServer", protocol: WebSocketProtocol):
+        self.server = server
+        self.protocol = protocol
+
+    def backlog(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        transport = self.protocol.transport
+        return transport_buffered_bytes(transport) if transport is not None else 0
+
+    def write(self, text: str) -> bool:
+        """Send one text frame; False when the socket is closing (nothing was sent)."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN or getattr(protocol, "fell_behind", False):
+            return False
+        cls = SocketWriter
+        if cls._last_text is text:
+            frame = cls._last_frame
+        else:
+            frame = PreparedMessage(text.encode("utf-8"), False, False, False)
+            cls._last_text, cls._last_frame = text, frame
+        data = frame.payloadHybi
+        if transport_buffered_bytes(protocol.transport) + len(data) > settings.WS_MAX_BUFFERED_BYTES:
+            self.server.close_behind(protocol)
+            return False
+        if protocol._perMessageCompress is not None or protocol.send_queue:
+            protocol.sendPreparedMessage(frame)
+        else:
+            protocol.transport.write(data)
+        return True
+
+    def close_behind(self) -> None:
+        """Close with 1013: the client does not read what it is sent."""
+        if not getattr(self.protocol, "fell_behind", False):
+            self.server.close_behind(self.protocol)
 
 
 class BoundedServer(Server):
@@ -100,6 +193,11 @@ class BoundedServer(Server):
         # client sees 1006 and no reason); closing instead sends 1009 "message too big".
         reactor.callWhenRunning(self.ws_factory_close_on_failure)
         super().run()
+
+    def create_application(self, protocol, scope):
+        if isinstance(protocol, WebSocketProtocol):
+            scope.setdefault("extensions", {})[SOCKET_EXTENSION] = SocketWriter(self, protocol)
+        return super().create_application(protocol, scope)
 
     def ws_factory_close_on_failure(self) -> None:
         self.ws_factory.setProtocolOptions(failByDrop=False)

@@ -262,8 +262,14 @@ class SessionConsumer(InboxConsumer):
             seq=update.seq,
             connection_version=self.welcome_version,
         )
-        if not get_writer().submit(Submission(self.session_id, change, self.channel_name)):
+        submission = Submission(self.session_id, change, self.channel_name)
+        if not get_writer().submit(submission):
+            # Refused at once: no answer will come on the channel for it.
+            self.answered()
             await self.send_frame(frames.server_busy(seq=update.seq))
+        elif submission.replaced:
+            # The waiting text it superseded will get no answer of its own.
+            self.answered()
 
     async def on_cursor_position(self, message):
         author = self.author(message)
@@ -314,7 +320,13 @@ class SessionConsumer(InboxConsumer):
             self.take_event(event)
         elif event["type"] == events.ENDED_EVENT:
             self.spawn(self.end_session())
-        if direct and self.unanswered > 0:
+        if direct:
+            self.answered()
+
+    def answered(self) -> None:
+        """One code-update of this connection is answered (or will never be): pongs owed
+        go out once none is left."""
+        if self.unanswered > 0:
             self.unanswered -= 1
             if self.unanswered == 0 and self.pongs_owed:
                 self.pay_pongs()

@@ -60,7 +60,7 @@ GATHER_ENOUGH = 8
 class Submission:
     """A change waiting for the writer, with who to answer and when it arrived."""
 
-    __slots__ = ("arrived", "change", "reply_channel", "session_id", "superseded")
+    __slots__ = ("arrived", "change", "replaced", "reply_channel", "session_id", "superseded")
 
     def __init__(self, session_id, change: CodeChange, reply_channel: str):
         self.session_id = session_id
@@ -68,6 +68,9 @@ class Submission:
         self.reply_channel = reply_channel
         self.arrived = 0.0
         self.superseded = False
+        # Set by `submit` when this one superseded its connection's waiting text, which so
+        # gets no answer of its own (the connection counts its unanswered changes).
+        self.replaced = False
 
     @property
     def supersedable(self) -> bool:
@@ -115,6 +118,7 @@ class DocumentWriter:
             older = self.latest_text.get(key)
             if older is not None:
                 older.superseded = True
+                submission.replaced = True
                 self.superseded += 1
                 self._uncount(session_id)
             self.latest_text[key] = submission

@@ -25,6 +25,7 @@ from django.utils import timezone
 from sessions.exceptions import SessionNotFound
 from sessions.models import InterviewSession, Participant, ParticipantConnection
 from sessions.selectors import parse_session_id, participant_active_count, presence_cutoff
+from sessions.store import db_datetime, session_pk, table_name
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,10 @@ def participant_join(*, session_id, user_id: str, name: str, channel_name: str) 
     ORM's building of seven queries was most of a join's cost.
     """
     sid = parse_session_id(session_id)
-    key = InterviewSession._meta.pk.get_db_prep_value(sid, connection)
+    key = session_pk(sid)
     now = timezone.now()
-    at, cutoff = _when(now), _when(presence_cutoff())
-    sessions, people, links = _table(InterviewSession), _table(Participant), _table(ParticipantConnection)
+    at, cutoff = db_datetime(now), db_datetime(presence_cutoff())
+    sessions, people, links = table_name(InterviewSession), table_name(Participant), table_name(ParticipantConnection)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SELECT 1 FROM {sessions} WHERE id = %s AND expires_at > %s", [key, at])
         if cursor.fetchone() is None:
@@ -113,20 +114,12 @@ def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, 
             cursor.execute(
                 f"INSERT INTO {people} (session_id, user_id, name, joined_at, cursor_position)"
                 " VALUES (%s, %s, %s, %s, NULL) RETURNING id",
-                [key, user_id, name, _when(now)],
+                [key, user_id, name, db_datetime(now)],
             )
             return cursor.fetchone()[0], True
     except IntegrityError:
         cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
         return cursor.fetchone()[0], False
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _when(value):
-    return connection.ops.adapt_datetimefield_value(value)
 
 
 def participant_leave(*, channel_name: str) -> PresenceChange | None:

@@ -220,8 +220,8 @@ class DocumentWriter:
                     await asyncio.sleep(gather)
             # Whatever arrived while the previous round was committing shares this one.
             batch = self._take_round()
-            while self.stale:
-                submission = self.stale.pop(0)
+            stale, self.stale = self.stale, []
+            for submission in stale:
                 try:
                     await self._reply(submission, frames.server_busy(seq=submission.change.seq))
                 except Exception:

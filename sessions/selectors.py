@@ -104,30 +104,26 @@ def welcome_state(*, session_id) -> Welcome:
     the two queries was most of their cost.
     """
     sid = parse_session_id(session_id)
-    key = InterviewSession._meta.pk.get_db_prep_value(sid, connection)
-    ops = connection.ops
+    key = store.session_pk(sid)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT code, language, version, expires_at FROM {_table(InterviewSession)}"
+            f"SELECT code, language, version, expires_at FROM {store.table_name(InterviewSession)}"
             " WHERE id = %s AND expires_at > %s",
-            [key, ops.adapt_datetimefield_value(timezone.now())],
+            [key, store.db_datetime(timezone.now())],
         )
         row = cursor.fetchone()
         if row is None:
             raise SessionNotFound()
+        participants, links = store.table_name(Participant), store.table_name(ParticipantConnection)
         cursor.execute(
-            f"SELECT p.user_id, p.name FROM {_table(Participant)} p WHERE p.session_id = %s AND EXISTS"
-            f" (SELECT 1 FROM {_table(ParticipantConnection)} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
+            f"SELECT p.user_id, p.name FROM {participants} p WHERE p.session_id = %s AND EXISTS"
+            f" (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
             " ORDER BY p.joined_at, p.id",
-            [key, ops.adapt_datetimefield_value(presence_cutoff())],
+            [key, store.db_datetime(presence_cutoff())],
         )
         people = [{"userId": user_id, "name": name} for user_id, name in cursor.fetchall()]
     code, language, version, expires_at = row
     return Welcome(sid, code, language, version, people, _aware(expires_at))
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 def _aware(value) -> datetime:

@@ -26,21 +26,28 @@ UTC = datetime.UTC
 OPERATION_ROW_BYTES = 64
 
 
-def _table(model, db=connection) -> str:
+def table_name(model, db=connection) -> str:
+    """A model's table name, quoted for plain SQL."""
     return db.ops.quote_name(model._meta.db_table)
 
 
-def _pk(session_id: uuid.UUID, db=connection):
+def session_pk(session_id: uuid.UUID, db=connection):
+    """A session id as the database stores it."""
     return InterviewSession._meta.pk.get_db_prep_value(session_id, db)
 
 
-def _when(value: datetime.datetime, db=connection):
+def db_datetime(value: datetime.datetime, db=connection):
+    """A datetime as the database stores it."""
     return db.ops.adapt_datetimefield_value(value)
 
 
 def _statements(db) -> dict[str, str]:
     """The hot path's SQL for one database, with `%s` placeholders."""
-    session, ops, history = _table(InterviewSession, db), _table(DocumentOperation, db), _table(HistoryEntry, db)
+    session, ops, history = (
+        table_name(InterviewSession, db),
+        table_name(DocumentOperation, db),
+        table_name(HistoryEntry, db),
+    )
     lock = " FOR UPDATE" if db.features.has_select_for_update else ""
     # Databases that return columns from INSERT (SQLite 3.35+, PostgreSQL) do from UPDATE too.
     returning = " RETURNING log_bytes" if db.features.can_return_columns_from_insert else ""
@@ -102,8 +109,8 @@ class HotPath:
         else:
             self.sql = _statements(db)
             self.cursor = db.cursor()
-            self.pk = lambda value: _pk(value, db)
-            self.when = lambda value: _when(value, db)
+            self.pk = lambda value: session_pk(value, db)
+            self.when = lambda value: db_datetime(value, db)
             field = DocumentOperation._meta.get_field("changes")
             self.json = lambda value: field.get_db_prep_value(value, db)
 
@@ -170,9 +177,9 @@ def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tup
     seqs = sorted({seq for _, seq in pairs})
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT user_id, seq, digest, version FROM {_table(DocumentOperation)} WHERE session_id = %s"
+            f"SELECT user_id, seq, digest, version FROM {table_name(DocumentOperation)} WHERE session_id = %s"
             f" AND user_id IN ({', '.join(['%s'] * len(users))}) AND seq IN ({', '.join(['%s'] * len(seqs))})",
-            [_pk(session_id), *users, *seqs],
+            [session_pk(session_id), *users, *seqs],
         )
         for user_id, seq, digest, version in cursor.fetchall():
             if (user_id, seq) in pairs:
@@ -197,7 +204,7 @@ def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
     """Delete a session's oldest operations so that at most `keep_bytes` of them remain, and
     set its byte count to what remains (measured, so an estimate never drifts). Returns the
     newest version deleted, or 0. A delta based before it then gets RESYNC_REQUIRED."""
-    ops, pk = _table(DocumentOperation), _pk(session_id)
+    ops, pk = table_name(DocumentOperation), session_pk(session_id)
     size = f"{_stored_json_bytes('changes')} + {OPERATION_ROW_BYTES}"
     with connection.cursor() as cursor:
         # From the newest operation back, the running total of bytes: the oldest ones past
@@ -211,7 +218,7 @@ def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
         cut, kept = cursor.fetchone()
         if cut is not None:
             cursor.execute(f"DELETE FROM {ops} WHERE session_id = %s AND version <= %s", [pk, cut])
-        cursor.execute(f"UPDATE {_table(InterviewSession)} SET log_bytes = %s WHERE id = %s", [kept or 0, pk])
+        cursor.execute(f"UPDATE {table_name(InterviewSession)} SET log_bytes = %s WHERE id = %s", [kept or 0, pk])
     if cut is not None:
         logger.info("Trimmed the operation log of session %s up to version %s (%s bytes kept)", session_id, cut, kept)
     return cut or 0
@@ -247,8 +254,8 @@ def live_session(session_id: uuid.UUID, now: datetime.datetime, *, lock: bool = 
     suffix = " FOR UPDATE" if lock and connection.features.has_select_for_update else ""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {columns} FROM {_table(InterviewSession)} WHERE id = %s AND expires_at > %s{suffix}",
-            [_pk(session_id), _when(now)],
+            f"SELECT {columns} FROM {table_name(InterviewSession)} WHERE id = %s AND expires_at > %s{suffix}",
+            [session_pk(session_id), db_datetime(now)],
         )
         row = cursor.fetchone()
     if row is None:
@@ -269,12 +276,12 @@ _ALL_ROWS = 1 << 62
 def _beyond(model, session_id: uuid.UUID, *, keep: int, change: str, where: str, order: str) -> int:
     """Apply `change` (a DELETE or an UPDATE of the model's table) to a session's rows past
     its first `keep` in `order`, in one statement; how many rows it changed."""
-    table = _table(model)
+    table = table_name(model)
     with connection.cursor() as cursor:
         cursor.execute(
             f"{change} WHERE id IN (SELECT id FROM {table} WHERE session_id = %s{where}"
             f" ORDER BY {order} LIMIT %s OFFSET %s)",
-            [_pk(session_id), _ALL_ROWS, keep],
+            [session_pk(session_id), _ALL_ROWS, keep],
         )
         return cursor.rowcount
 
@@ -282,14 +289,14 @@ def _beyond(model, session_id: uuid.UUID, *, keep: int, change: str, where: str,
 def snapshots_beyond_delete(session_id: uuid.UUID, *, keep: int) -> int:
     """Delete a session's snapshots older than its newest `keep`; how many went.
     By the index on (session, created_at, id), as the ORM's query was."""
-    change = f"DELETE FROM {_table(CodeSnapshot)}"
+    change = f"DELETE FROM {table_name(CodeSnapshot)}"
     return _beyond(CodeSnapshot, session_id, keep=keep, change=change, where="", order="created_at DESC, id DESC")
 
 
 def history_codes_beyond_clear(session_id: uuid.UUID, *, keep: int) -> int:
     """Clear the code of a session's history entries with code older than its newest `keep`
     such entries; how many lost it. By the partial index `history_session_codes`."""
-    change = f"UPDATE {_table(HistoryEntry)} SET code_snapshot = NULL"
+    change = f"UPDATE {table_name(HistoryEntry)} SET code_snapshot = NULL"
     where = " AND code_snapshot IS NOT NULL"
     return _beyond(HistoryEntry, session_id, keep=keep, change=change, where=where, order="id DESC")
 
@@ -301,7 +308,7 @@ def _insert_statement(model) -> tuple[str, list, object]:
     auto = meta.auto_field
     fields = [field for field in meta.local_concrete_fields if field is not auto]
     sql = (
-        f"INSERT INTO {_table(model)} ({', '.join(connection.ops.quote_name(f.column) for f in fields)})"
+        f"INSERT INTO {table_name(model)} ({', '.join(connection.ops.quote_name(f.column) for f in fields)})"
         f" VALUES ({', '.join(['%s'] * len(fields))})"
     )
     if auto is not None and connection.features.can_return_columns_from_insert:

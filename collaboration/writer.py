@@ -13,10 +13,13 @@ commits in a round of its own, and every other session's changes go in the next 
 
 Overload is pushed back to the senders rather than queued (each bound a setting):
 
-- A full-text update without `seq` (what the existing client sends on every keystroke)
-  supersedes the one its connection still has waiting: the newer text holds the older,
-  so only the newer is applied, in the newer's place in the queue, and acknowledged.
-  So such a connection has at most one change waiting, however fast it sends.
+- A full-text update without `seq` (what the existing client sends on every keystroke),
+  once its session is behind (its oldest waiting change waited WRITER_SUPERSEDE_AFTER_SECONDS,
+  or a queue bound below is reached), supersedes the one its connection still has waiting:
+  the newer text holds the older, so only the newer is applied, in the newer's place in the
+  queue, and acknowledged. So while the writer keeps up every text is applied and broadcast
+  (each keystroke reaches the others), and past that such a connection adds nothing to the
+  queue, however fast it sends.
 - Every other change (a delta, a full text with `seq`) is refused at once with
   RATE_LIMIT_EXCEEDED (`server_busy`) when its session already has
   WRITER_MAX_QUEUED_PER_SESSION changes waiting or the writer WRITER_MAX_QUEUED in all.
@@ -116,7 +119,7 @@ class DocumentWriter:
         key = (session_id, submission.reply_channel)
         if submission.supersedable:
             older = self.latest_text.get(key)
-            if older is not None:
+            if older is not None and self._behind(session_id):
                 older.superseded = True
                 submission.replaced = True
                 self.superseded += 1
@@ -140,6 +143,18 @@ class DocumentWriter:
         self.quiet.clear()
         self.waiting.set()
         return True
+
+    def _behind(self, session_id) -> bool:
+        """Whether the session's queue is past what the writer keeps up with: its oldest
+        waiting change has waited WRITER_SUPERSEDE_AFTER_SECONDS, or a queue bound is reached."""
+        if (
+            self.waiting_in.get(session_id, 0) >= settings.WRITER_MAX_QUEUED_PER_SESSION
+            or self.waiting_total >= settings.WRITER_MAX_QUEUED
+        ):
+            return True
+        queue = self.pending.get(session_id)
+        # The head may be a superseded one not yet taken: at most a round older than the oldest live one.
+        return bool(queue) and self.clock() - queue[0].arrived >= settings.WRITER_SUPERSEDE_AFTER_SECONDS
 
     def _uncount(self, session_id) -> None:
         self.waiting_total -= 1

@@ -328,10 +328,13 @@ OT_MAX_REBASE_WORK = env.int("OT_MAX_REBASE_WORK", default=2_000)
 WRITER_ROUND_WORK = env.int("WRITER_ROUND_WORK", default=1_000)
 # Overload is refused, not queued: a change beyond these waiting (per session, in all) or one
 # that waited this long for its round gets RATE_LIMIT_EXCEEDED "server busy" instead of being
-# applied (a full text without seq never waits twice: a newer one supersedes it).
+# applied (past the two queue bounds a full text without seq supersedes instead: below).
 WRITER_MAX_QUEUED_PER_SESSION = env.int("WRITER_MAX_QUEUED_PER_SESSION", default=100)
 WRITER_MAX_QUEUED = env.int("WRITER_MAX_QUEUED", default=2_000)
 WRITER_MAX_WAIT_SECONDS = env.float("WRITER_MAX_WAIT_SECONDS", default=0.5)
+# A full text without seq supersedes its connection's waiting one (only the newer is applied)
+# once the oldest change of its session has waited this long, or a bound above is reached.
+WRITER_SUPERSEDE_AFTER_SECONDS = env.float("WRITER_SUPERSEDE_AFTER_SECONDS", default=0.25)
 # An idle writer woken by a change waits this long for more to share the round (one
 # transaction, one thread hop) unless several wait already; 0 commits each at once.
 WRITER_GATHER_SECONDS = env.float("WRITER_GATHER_SECONDS", default=0.002)

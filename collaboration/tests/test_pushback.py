@@ -162,27 +162,38 @@ class TestAge:
 
 
 class TestSupersede:
-    async def test_a_newer_full_text_replaces_the_waiting_one_of_its_connection(
-        self, new_session, open_socket, held_writer
+    async def test_a_newer_full_text_replaces_the_waiting_one_once_the_session_is_behind(
+        self, settings, new_session, open_socket, held_writer
     ):
-        """Full texts without seq from one connection while the writer is held: only the newest
-        of those waiting is applied (it holds the others); one version, one ack, no error."""
+        """Full texts without seq from one connection while the writer is held: each is applied
+        while its session keeps up; once the oldest waiting one has waited
+        WRITER_SUPERSEDE_AFTER_SECONDS, a newer one replaces the connection's latest waiting
+        one (it holds it): one version and one ack fewer, no error."""
+        settings.WRITER_SUPERSEDE_AFTER_SECONDS = 0.25
+        settings.WRITER_MAX_WAIT_SECONDS = 60.0
         session = await new_session(code="")
         a, b = await open_joined(open_socket, session.id, "alice", "bob")
         base = a.welcome["data"]["version"]
+        writer = get_writer()
+        now = [1000.0]
+        writer.clock = lambda: now[0]
         await a.send_json_to({"type": "code-update", "data": {"code": "v1", "changes": []}})
         await held_writer.wait_entered()
-        for text in ("v2", "v3", "v4"):
+        for text in ("v2", "v3"):
             await a.send_json_to({"type": "code-update", "data": {"code": text, "changes": []}})
         await barrier(a)
+        assert writer.superseded == 0
+        now[0] += 0.3  # v2 and v3 have waited past the bound
+        await a.send_json_to({"type": "code-update", "data": {"code": "v4", "changes": []}})
+        await barrier(a)
         held_writer.release()
-        assert (await texts_until(b, base + 1)) == "v1"
-        assert (await texts_until(b, base + 2)) == "v4"
-        acks = [await receive_type(a, "code-ack"), await receive_type(a, "code-ack")]
-        assert [m["data"]["version"] for m in acks] == [base + 1, base + 2]
+        assert [await texts_until(b, base + n) for n in (1, 2, 3)] == ["v1", "v2", "v4"]
+        acks = [await receive_type(a, "code-ack") for _ in range(3)]
+        assert [m["data"]["version"] for m in acks] == [base + 1, base + 2, base + 3]
         await barrier(a)
         assert await a.receive_nothing()
-        assert get_writer().superseded == 2
+        assert writer.superseded == 1
+        assert (await get_document(session.id))[:2] == ("v4", base + 3)
         await close_all(a, b)
 
 

@@ -11,6 +11,7 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from twisted.internet import tcp
 
 from collaboration.inbox import SOCKET_EXTENSION
 
@@ -121,6 +122,26 @@ def transport_buffered_bytes(transport) -> int:
     return pending + getattr(transport, "_tempDataLen", 0)
 
 
+def write_now(transport, data: bytes) -> None:
+    """Write to a Twisted TCP transport, handing the bytes to the kernel at once when
+    nothing waits before them.
+
+    `transport.write` only buffers: it registers the socket for writing and the reactor's
+    next turn sends, then unregisters it, which is two `epoll_ctl` calls and a loop turn
+    per frame, a tenth of a delivery's CPU. When the transport holds nothing unsent (so
+    the order is kept) the frame is sent here, as the reactor would; whatever the kernel
+    does not take, and every error, goes to `transport.write`, which deals with it as before.
+    """
+    quiet = type(transport) is tcp.Server and transport.connected and not transport.disconnecting
+    if quiet and not transport_buffered_bytes(transport):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):
+            if sent >= len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
+
+
 class SocketWriter:
     """Synchronous text-frame writes to one daphne WebSocket: the broadcast path's edge.
 
@@ -166,7 +187,7 @@ class SocketWriter:
         if protocol._perMessageCompress is not None or protocol.send_queue:
             protocol.sendPreparedMessage(frame)
         else:
-            protocol.transport.write(data)
+            write_now(protocol.transport, data)
         return True
 
     def close_behind(self) -> None:

@@ -337,7 +337,7 @@ WRITER_MAX_WAIT_SECONDS = env.float("WRITER_MAX_WAIT_SECONDS", default=0.5)
 WRITER_SUPERSEDE_AFTER_SECONDS = env.float("WRITER_SUPERSEDE_AFTER_SECONDS", default=0.25)
 # An idle writer woken by a change waits this long for more to share the round (one
 # transaction, one thread hop) unless several wait already; 0 commits each at once.
-WRITER_GATHER_SECONDS = env.float("WRITER_GATHER_SECONDS", default=0.002)
+WRITER_GATHER_SECONDS = env.float("WRITER_GATHER_SECONDS", default=0.005)
 # Bytes the server may hold unsent for one WebSocket (its transport's write buffer and its
 # channel-layer queue); a connection beyond is closed with 1013 and its buffer dropped.
 WS_MAX_BUFFERED_BYTES = env.int("WS_MAX_BUFFERED_BYTES", default=8 * 1024 * 1024)

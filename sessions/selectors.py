@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Func, IntegerField
 from django.utils import timezone
 
 from sessions import store
@@ -64,26 +63,27 @@ def participant_active_count(*, session: InterviewSession) -> int:
         return cursor.fetchone()[0]
 
 
-class _Utf8Bytes(Func):
-    """The UTF-8 size of a text column, computed by the database without sending the text."""
-
-    function = "OCTET_LENGTH"
-    output_field = IntegerField()
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return self.as_sql(compiler, connection, template="LENGTH(CAST(%(expressions)s AS BLOB))", **extra_context)
+def _utf8_bytes(column: str) -> str:
+    """SQL for the UTF-8 size of a text column, computed by the database without sending the text."""
+    if connection.vendor == "sqlite":
+        return f"LENGTH(CAST({column} AS BLOB))"
+    return f"OCTET_LENGTH({column})"
 
 
 def history_recent(*, session: InterviewSession, limit: int, offset: int = 0) -> list[HistoryEntry]:
     """The newest `limit` history entries after skipping the `offset` newest, oldest first (by
     timestamp: an `edit` entry's is its burst's latest change), without their code:
     `code_bytes` is its UTF-8 size (None when the entry has none), and `history_codes`
-    fetches the codes worth sending."""
-    newest = list(
-        session.history.defer("code_snapshot")
-        .annotate(code_bytes=_Utf8Bytes("code_snapshot"))
-        .order_by("-timestamp", "-id")[offset : offset + limit]
+    fetches the codes worth sending. Plain SQL (the index on session, -timestamp, -id
+    serves it): through the ORM, building the query cost more than running it."""
+    q = connection.ops.quote_name
+    columns = ", ".join(q(name) for name in ("id", "session_id", "timestamp", "user_id", "change_type", "description"))
+    query = (
+        f"SELECT {columns}, {q('count')}, {_utf8_bytes(q('code_snapshot'))} AS code_bytes"
+        f" FROM {store.table_name(HistoryEntry)} WHERE {q('session_id')} = %s"
+        f" ORDER BY {q('timestamp')} DESC, {q('id')} DESC LIMIT %s OFFSET %s"
     )
+    newest = list(HistoryEntry.objects.raw(query, [store.session_pk(session.id), limit, offset]))
     newest.reverse()
     return newest
 
@@ -92,7 +92,13 @@ def history_codes(*, entry_ids: list[int]) -> dict[int, str]:
     """The code carried by each of these history entries."""
     if not entry_ids:
         return {}
-    return dict(HistoryEntry.objects.filter(pk__in=entry_ids).values_list("pk", "code_snapshot"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, code_snapshot FROM {store.table_name(HistoryEntry)}"
+            f" WHERE id IN ({', '.join(['%s'] * len(entry_ids))})",
+            entry_ids,
+        )
+        return dict(cursor.fetchall())
 
 
 @dataclass(frozen=True)

@@ -128,10 +128,7 @@ class DocumentWriter:
         else:
             # A change of another kind after a full text: that text may no longer be superseded.
             self.latest_text.pop(key, None)
-            if (
-                self.waiting_in.get(session_id, 0) >= settings.WRITER_MAX_QUEUED_PER_SESSION
-                or self.waiting_total >= settings.WRITER_MAX_QUEUED
-            ):
+            if self._full(session_id):
                 self._count_refused(1)
                 return False
         queue = self.pending.get(session_id)
@@ -147,14 +144,18 @@ class DocumentWriter:
     def _behind(self, session_id) -> bool:
         """Whether the session's queue is past what the writer keeps up with: its oldest
         waiting change has waited WRITER_SUPERSEDE_AFTER_SECONDS, or a queue bound is reached."""
-        if (
-            self.waiting_in.get(session_id, 0) >= settings.WRITER_MAX_QUEUED_PER_SESSION
-            or self.waiting_total >= settings.WRITER_MAX_QUEUED
-        ):
+        if self._full(session_id):
             return True
         queue = self.pending.get(session_id)
         # The head may be a superseded one not yet taken: at most a round older than the oldest live one.
         return bool(queue) and self.clock() - queue[0].arrived >= settings.WRITER_SUPERSEDE_AFTER_SECONDS
+
+    def _full(self, session_id) -> bool:
+        """Whether a queue bound is reached: the session's or the writer's."""
+        return (
+            self.waiting_in.get(session_id, 0) >= settings.WRITER_MAX_QUEUED_PER_SESSION
+            or self.waiting_total >= settings.WRITER_MAX_QUEUED
+        )
 
     def _uncount(self, session_id) -> None:
         self.waiting_total -= 1

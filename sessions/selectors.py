@@ -44,21 +44,23 @@ def _active_where() -> str:
     return f"p.session_id = %s AND EXISTS (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
 
 
-def _active_params(session: InterviewSession) -> list:
-    return [store.session_pk(session.id), store.db_datetime(presence_cutoff())]
+def _active_params(session_key) -> list:
+    """The parameters of `_active_where` for a session's key (`store.session_pk`)."""
+    return [session_key, store.db_datetime(presence_cutoff())]
 
 
 def participants_active(*, session: InterviewSession) -> list[Participant]:
     """Participants with at least one live connection, in the order they joined."""
     query = f"SELECT p.* FROM {store.table_name(Participant)} p WHERE {_active_where()} ORDER BY p.joined_at, p.id"
-    return list(Participant.objects.raw(query, _active_params(session)))
+    return list(Participant.objects.raw(query, _active_params(store.session_pk(session.id))))
 
 
 def participant_active_count(*, session: InterviewSession) -> int:
     """How many distinct users are connected and joined right now."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT COUNT(*) FROM {store.table_name(Participant)} p WHERE {_active_where()}", _active_params(session)
+            f"SELECT COUNT(*) FROM {store.table_name(Participant)} p WHERE {_active_where()}",
+            _active_params(store.session_pk(session.id)),
         )
         return cursor.fetchone()[0]
 
@@ -77,9 +79,10 @@ def history_recent(*, session: InterviewSession, limit: int, offset: int = 0) ->
     fetches the codes worth sending. Plain SQL (the index on session, -timestamp, -id
     serves it): through the ORM, building the query cost more than running it."""
     q = connection.ops.quote_name
-    columns = ", ".join(q(name) for name in ("id", "session_id", "timestamp", "user_id", "change_type", "description"))
+    code = HistoryEntry._meta.get_field("code_snapshot")
+    columns = ", ".join(q(f.column) for f in HistoryEntry._meta.concrete_fields if f is not code)
     query = (
-        f"SELECT {columns}, {q('count')}, {_utf8_bytes(q('code_snapshot'))} AS code_bytes"
+        f"SELECT {columns}, {_utf8_bytes(q(code.column))} AS code_bytes"
         f" FROM {store.table_name(HistoryEntry)} WHERE {q('session_id')} = %s"
         f" ORDER BY {q('timestamp')} DESC, {q('id')} DESC LIMIT %s OFFSET %s"
     )
@@ -132,7 +135,7 @@ def welcome_state(*, session_id) -> Welcome:
         cursor.execute(
             f"SELECT p.user_id, p.name FROM {store.table_name(Participant)} p WHERE {_active_where()}"
             " ORDER BY p.joined_at, p.id",
-            [key, store.db_datetime(presence_cutoff())],
+            _active_params(key),
         )
         people = [{"userId": user_id, "name": name} for user_id, name in cursor.fetchall()]
     code, language, version, expires_at = row

@@ -15,23 +15,25 @@ from django.conf import settings
 from django.utils import timezone
 
 from collaboration import messages
+from collaboration.batching import Batcher
 from collaboration.cursors import CursorDebounce
 from collaboration.inbox import InboxConsumer
 from collaboration.messages import MessageError
 from collaboration.presence import (
+    Join,
+    Leave,
     connection_closed,
     connection_opened,
     ensure_heartbeat,
     participant_cursor_set,
-    participant_join,
-    participant_leave,
+    presence_apply,
 )
 from collaboration.ratelimit import TokenBucket
 from collaboration.sequencing import OrderedDelivery
 from collaboration.writer import Submission, get_writer
 from sessions import events, frames
 from sessions.exceptions import SessionNotFound
-from sessions.selectors import parse_session_id, welcome_state
+from sessions.selectors import parse_session_id, welcome_states
 from sessions.services import CodeChange, session_update
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,12 @@ logger = logging.getLogger(__name__)
 # connecting at once would otherwise each wait behind the joins' and the writer's
 # transactions on the one database thread. The read needs no transaction with anything:
 # the connection subscribed before it, so a change it misses comes as a broadcast.
+# The connections opening at one moment share one read (see `batching`).
 _welcome_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="welcome-reader")
-read_welcome = database_sync_to_async(welcome_state, thread_sensitive=False, executor=_welcome_reader)
+read_welcome = Batcher(lambda session_ids: welcome_states(session_ids=session_ids), executor=_welcome_reader)
+# Joins and leaves of one moment share a transaction on the database thread, in the
+# order they were made (a connection's leave never overtakes its join).
+apply_presence = Batcher(lambda changes: presence_apply(changes=changes))
 
 CLOSE_SESSION_NOT_FOUND = 4404
 CLOSE_IDLE = 4408
@@ -93,7 +99,7 @@ class SessionConsumer(InboxConsumer):
             # whatever the welcome already holds is skipped by its version.
             self.group = events.group_name(self.session_id)
             await self.channel_layer.group_add(self.group, self.channel_name)
-            welcome = await read_welcome(session_id=self.session_id)
+            welcome = await read_welcome(self.session_id)
         except SessionNotFound:
             await self.end_session()
             return
@@ -129,7 +135,7 @@ class SessionConsumer(InboxConsumer):
                 await self.channel_layer.group_discard(self.group, self.channel_name)
             if getattr(self, "user_id", None) is not None:
                 await self.cursor.flush()
-                change = await database_sync_to_async(participant_leave)(channel_name=self.channel_name)
+                change = await apply_presence(Leave(self.channel_name))
                 if change is not None and change.changed:
                     await self.broadcast(
                         frames.user_left(user_id=change.user_id, participant_count=change.participant_count)
@@ -242,9 +248,7 @@ class SessionConsumer(InboxConsumer):
         if self.user_id is not None and self.user_id != user_id:
             # A connection is the user it joined as: its seqs and edits are that user's.
             raise MessageError("This connection has joined as another user; open a new connection for this one.")
-        change = await database_sync_to_async(participant_join)(
-            session_id=self.session_id, user_id=user_id, name=name, channel_name=self.channel_name
-        )
+        change = await apply_presence(Join(self.session_id, user_id, name, self.channel_name))
         self.user_id = user_id
         if change.changed:
             await self.broadcast(
@@ -384,7 +388,7 @@ class SessionConsumer(InboxConsumer):
     async def resync(self, reason: str):
         """Hand the client the current document (the delivery holds frames meanwhile)."""
         try:
-            current = await read_welcome(session_id=self.session_id)
+            current = await read_welcome(self.session_id)
         except SessionNotFound:
             await self.end_session()
             return

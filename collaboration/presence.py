@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from sessions.exceptions import SessionNotFound
 from sessions.models import InterviewSession, Participant, ParticipantConnection
-from sessions.selectors import parse_session_id, participant_active_count, presence_cutoff
+from sessions.selectors import parse_session_id, presence_cutoff
 from sessions.store import db_datetime, session_pk, table_name
 
 logger = logging.getLogger(__name__)
@@ -42,63 +42,136 @@ class PresenceChange:
     participant_count: int
 
 
-def _live_connections(participant: Participant):
-    return participant.connections.filter(seen_at__gt=presence_cutoff())
+@dataclass(frozen=True)
+class Join:
+    """A connection joins its session as `user_id` (or joins again, renamed)."""
+
+    session_id: uuid.UUID
+    user_id: str
+    name: str
+    channel_name: str
+
+
+@dataclass(frozen=True)
+class Leave:
+    """A connection closed."""
+
+    channel_name: str
 
 
 def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
     """Record a connection as `user_id`; `changed` when the user was not present before.
 
-    A join again (this connection or another of the same user) only updates the name.
-    Plain SQL but for a participant's first join: a fleet of clients joins at once, and the
-    ORM's building of seven queries was most of a join's cost.
-    """
-    sid = parse_session_id(session_id)
-    key = session_pk(sid)
+    A join again (this connection or another of the same user) only updates the name."""
+    (result,) = presence_apply(changes=[Join(parse_session_id(session_id), user_id, name, channel_name)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def presence_apply(*, changes: list[Join | Leave]) -> list[PresenceChange | SessionNotFound | None]:
+    """Joins and leaves, in order, in one transaction: for each its PresenceChange, a
+    SessionNotFound for a join to a session that is not live, None for a leave of a
+    connection that never joined. Plain SQL but for a participant's first join on a
+    database that cannot return an inserted id: a fleet of clients joins at once, and
+    the ORM's building of seven queries per join was most of its cost.
+
+    Each session's count of present users is read once, before its first change here,
+    and then follows the changes (all of them inside this transaction)."""
+    tables = (table_name(InterviewSession), table_name(Participant), table_name(ParticipantConnection))
     now = timezone.now()
-    at, cutoff = db_datetime(now), db_datetime(presence_cutoff())
-    sessions, people, links = table_name(InterviewSession), table_name(Participant), table_name(ParticipantConnection)
+    counts: dict[object, int] = {}
+    results: list[PresenceChange | SessionNotFound | None] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {sessions} WHERE id = %s AND expires_at > %s", [key, at])
-        if cursor.fetchone() is None:
-            raise SessionNotFound()
-        cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
-        row = cursor.fetchone()
-        if row is None:
-            participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, now)
-        else:
-            participant_id, created = row[0], False
-        # This connection counts too: joining twice on one socket is not a new arrival.
-        was_present = False
-        if not created:
-            cursor.execute(
-                f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, cutoff]
-            )
-            was_present = cursor.fetchone() is not None
-            if was_present:
-                cursor.execute(f"UPDATE {people} SET name = %s WHERE id = %s", [name, participant_id])
+        for change in changes:
+            if isinstance(change, Join):
+                results.append(_join(cursor, tables, change, now, counts))
             else:
-                cursor.execute(
-                    f"UPDATE {people} SET name = %s, joined_at = %s WHERE id = %s", [name, at, participant_id]
-                )
-        # A connection joins once (as one user); joining again refreshes its row.
-        cursor.execute(
-            f"UPDATE {links} SET participant_id = %s, server_id = %s, seen_at = %s WHERE channel_name = %s",
-            [participant_id, SERVER_ID, at, channel_name],
-        )
-        if cursor.rowcount == 0:
-            cursor.execute(
-                f"INSERT INTO {links} (participant_id, channel_name, server_id, opened_at, seen_at)"
-                " VALUES (%s, %s, %s, %s, %s)",
-                [participant_id, channel_name, SERVER_ID, at, at],
-            )
+                results.append(_leave(cursor, tables, change, now, counts))
+    return results
+
+
+def _count(cursor, tables, key, cutoff, counts: dict) -> int:
+    """How many users of a session are present, as this batch last left it."""
+    if key not in counts:
+        _, people, links = tables
         cursor.execute(
             f"SELECT COUNT(*) FROM {people} p WHERE p.session_id = %s AND EXISTS"
             f" (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)",
             [key, cutoff],
         )
-        (count,) = cursor.fetchone()
+        counts[key] = cursor.fetchone()[0]
+    return counts[key]
+
+
+def _join(cursor, tables, join: Join, now, counts: dict) -> PresenceChange | SessionNotFound:
+    sessions, people, links = tables
+    sid, user_id, name = join.session_id, join.user_id, join.name
+    key = session_pk(sid)
+    at, cutoff = db_datetime(now), db_datetime(presence_cutoff())
+    cursor.execute(f"SELECT 1 FROM {sessions} WHERE id = %s AND expires_at > %s", [key, at])
+    if cursor.fetchone() is None:
+        return SessionNotFound()
+    count = _count(cursor, tables, key, cutoff, counts)
+    cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
+    row = cursor.fetchone()
+    if row is None:
+        participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, now)
+    else:
+        participant_id, created = row[0], False
+    # This connection counts too: joining twice on one socket is not a new arrival.
+    was_present = False
+    if not created:
+        cursor.execute(
+            f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, cutoff]
+        )
+        was_present = cursor.fetchone() is not None
+        if was_present:
+            cursor.execute(f"UPDATE {people} SET name = %s WHERE id = %s", [name, participant_id])
+        else:
+            cursor.execute(f"UPDATE {people} SET name = %s, joined_at = %s WHERE id = %s", [name, at, participant_id])
+    # A connection joins once (as one user); joining again refreshes its row.
+    cursor.execute(
+        f"UPDATE {links} SET participant_id = %s, server_id = %s, seen_at = %s WHERE channel_name = %s",
+        [participant_id, SERVER_ID, at, join.channel_name],
+    )
+    if cursor.rowcount == 0:
+        cursor.execute(
+            f"INSERT INTO {links} (participant_id, channel_name, server_id, opened_at, seen_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            [participant_id, join.channel_name, SERVER_ID, at, at],
+        )
+    if not was_present:
+        count = counts[key] = count + 1
     return PresenceChange(sid, user_id, name, not was_present, count)
+
+
+def _leave(cursor, tables, leave: Leave, now, counts: dict) -> PresenceChange | None:
+    _, people, links = tables
+    cutoff = db_datetime(presence_cutoff())
+    cursor.execute(
+        f"SELECT c.id, c.seen_at > %s, p.id, p.session_id, p.user_id, p.name FROM {links} c"
+        f" JOIN {people} p ON p.id = c.participant_id WHERE c.channel_name = %s",
+        [cutoff, leave.channel_name],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    link_id, link_live, participant_id, key, user_id, name = row
+    count = _count(cursor, tables, key, cutoff, counts)
+    cursor.execute(f"DELETE FROM {links} WHERE id = %s", [link_id])
+    cursor.execute(
+        f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, cutoff]
+    )
+    still_here = cursor.fetchone() is not None
+    if link_live and not still_here:
+        count = counts[key] = count - 1
+    return PresenceChange(_session_uuid(key), user_id, name, not still_here, count)
+
+
+def _session_uuid(key) -> uuid.UUID:
+    """A session id as read by plain SQL (a UUID, or its hex where the database has no UUID type)."""
+    return key if isinstance(key, uuid.UUID) else uuid.UUID(str(key))
 
 
 def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, now) -> tuple[int, bool]:
@@ -120,23 +193,6 @@ def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, 
     except IntegrityError:
         cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
         return cursor.fetchone()[0], False
-
-
-def participant_leave(*, channel_name: str) -> PresenceChange | None:
-    """Forget a closed connection; `changed` when it was the user's last one."""
-    with transaction.atomic():
-        connection = (
-            ParticipantConnection.objects.select_related("participant__session")
-            .filter(channel_name=channel_name)
-            .first()
-        )
-        if connection is None:
-            return None
-        participant = connection.participant
-        connection.delete()
-        still_here = _live_connections(participant).exists()
-        count = participant_active_count(session=participant.session)
-    return PresenceChange(participant.session_id, participant.user_id, participant.name, not still_here, count)
 
 
 def participant_cursor_set(*, session_id, user_id: str, cursor: dict) -> None:

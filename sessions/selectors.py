@@ -40,8 +40,13 @@ def _active_where() -> str:
     """The participants of a session (`p`) with at least one live connection, in plain SQL
     with two parameters (the session's key, the presence cutoff): through the ORM, building
     this subquery was most of a GET session's or participants' time."""
+    return f"p.session_id = %s AND {_live_link()}"
+
+
+def _live_link() -> str:
+    """SQL: participant `p` has a live connection (one parameter: the presence cutoff)."""
     links = store.table_name(ParticipantConnection)
-    return f"p.session_id = %s AND EXISTS (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
+    return f"EXISTS (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
 
 
 def _active_params(session_key) -> list:
@@ -114,32 +119,48 @@ class Welcome:
     expires_at: object
 
 
-def welcome_state(*, session_id) -> Welcome:
-    """What a new connection is told: the document, its version and who is here.
-
-    Two statements in plain SQL: every connection and every resync reads this, a thousand
-    at once when a fleet of clients reconnects, and the ORM's building and compiling of
-    the two queries was most of their cost.
-    """
-    sid = parse_session_id(session_id)
-    key = store.session_pk(sid)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT code, language, version, expires_at FROM {store.table_name(InterviewSession)}"
-            " WHERE id = %s AND expires_at > %s",
-            [key, store.db_datetime(timezone.now())],
-        )
-        row = cursor.fetchone()
-        if row is None:
-            raise SessionNotFound()
-        cursor.execute(
-            f"SELECT p.user_id, p.name FROM {store.table_name(Participant)} p WHERE {_active_where()}"
-            " ORDER BY p.joined_at, p.id",
-            _active_params(key),
-        )
-        people = [{"userId": user_id, "name": name} for user_id, name in cursor.fetchall()]
-    code, language, version, expires_at = row
-    return Welcome(sid, code, language, version, people, _aware(expires_at))
+def welcome_states(*, session_ids: list) -> list[Welcome | SessionNotFound]:
+    """The welcome of each of these sessions, in order (SessionNotFound for one that is
+    not live): two statements in plain SQL however many there are. Every connection and
+    every resync reads this, a thousand at once when a fleet of clients reconnects: the
+    ORM's building of the two queries, and a query pair per connection, were most of
+    their cost. At most a few hundred ids at a time (each is a parameter)."""
+    sids: list[uuid.UUID | None] = []
+    for value in session_ids:
+        try:
+            sids.append(parse_session_id(value))
+        except SessionNotFound:
+            sids.append(None)
+    keys = {sid: store.session_pk(sid) for sid in sids if sid is not None}
+    rows, people = {}, {}
+    if keys:
+        marks = ", ".join(["%s"] * len(keys))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, code, language, version, expires_at FROM {store.table_name(InterviewSession)}"
+                f" WHERE id IN ({marks}) AND expires_at > %s",
+                [*keys.values(), store.db_datetime(timezone.now())],
+            )
+            rows = {row[0]: row[1:] for row in cursor.fetchall()}
+            live = [key for key in keys.values() if key in rows]
+            if live:
+                cursor.execute(
+                    f"SELECT p.session_id, p.user_id, p.name FROM {store.table_name(Participant)} p"
+                    f" WHERE p.session_id IN ({', '.join(['%s'] * len(live))}) AND {_live_link()}"
+                    " ORDER BY p.session_id, p.joined_at, p.id",
+                    [*live, store.db_datetime(presence_cutoff())],
+                )
+                for key, user_id, name in cursor.fetchall():
+                    people.setdefault(key, []).append({"userId": user_id, "name": name})
+    states: list[Welcome | SessionNotFound] = []
+    for sid in sids:
+        key = keys.get(sid)
+        if key not in rows:
+            states.append(SessionNotFound())
+            continue
+        code, language, version, expires_at = rows[key]
+        states.append(Welcome(sid, code, language, version, list(people.get(key, ())), _aware(expires_at)))
+    return states
 
 
 def _aware(value) -> datetime:

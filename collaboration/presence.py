@@ -78,95 +78,101 @@ def presence_apply(*, changes: list[Join | Leave]) -> list[PresenceChange | Sess
 
     Each session's count of present users is read once, before its first change here,
     and then follows the changes (all of them inside this transaction)."""
-    tables = (table_name(InterviewSession), table_name(Participant), table_name(ParticipantConnection))
-    now = timezone.now()
-    counts: dict[object, int] = {}
-    results: list[PresenceChange | SessionNotFound | None] = []
     with transaction.atomic(), connection.cursor() as cursor:
-        for change in changes:
-            if isinstance(change, Join):
-                results.append(_join(cursor, tables, change, now, counts))
-            else:
-                results.append(_leave(cursor, tables, change, now, counts))
-    return results
+        batch = _PresenceBatch(cursor)
+        return [batch.join(change) if isinstance(change, Join) else batch.leave(change) for change in changes]
 
 
-def _count(cursor, tables, key, cutoff, counts: dict) -> int:
-    """How many users of a session are present, as this batch last left it."""
-    if key not in counts:
-        _, people, links = tables
+class _PresenceBatch:
+    """The statements of `presence_apply`, with what they learnt along the way."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+        self.sessions = table_name(InterviewSession)
+        self.people = table_name(Participant)
+        self.links = table_name(ParticipantConnection)
+        self.now = timezone.now()
+        self.at, self.cutoff = db_datetime(self.now), db_datetime(presence_cutoff())
+        self.live: set = set()  # sessions found live in this batch
+        self.counts: dict = {}  # session key -> users present, as this batch left it
+
+    def count(self, key) -> int:
+        if key not in self.counts:
+            self.cursor.execute(
+                f"SELECT COUNT(*) FROM {self.people} p WHERE p.session_id = %s AND EXISTS"
+                f" (SELECT 1 FROM {self.links} c WHERE c.participant_id = p.id AND c.seen_at > %s)",
+                [key, self.cutoff],
+            )
+            self.counts[key] = self.cursor.fetchone()[0]
+        return self.counts[key]
+
+    def join(self, join: Join) -> PresenceChange | SessionNotFound:
+        cursor, people, links, at = self.cursor, self.people, self.links, self.at
+        sid, user_id, name = join.session_id, join.user_id, join.name
+        key = session_pk(sid)
+        if key not in self.live:
+            cursor.execute(f"SELECT 1 FROM {self.sessions} WHERE id = %s AND expires_at > %s", [key, at])
+            if cursor.fetchone() is None:
+                return SessionNotFound()
+            self.live.add(key)
+        count = self.count(key)
+        # This connection counts too: joining twice on one socket is not a new arrival.
         cursor.execute(
-            f"SELECT COUNT(*) FROM {people} p WHERE p.session_id = %s AND EXISTS"
-            f" (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)",
-            [key, cutoff],
+            f"SELECT p.id, EXISTS (SELECT 1 FROM {links} c WHERE c.participant_id = p.id AND c.seen_at > %s)"
+            f" FROM {people} p WHERE p.session_id = %s AND p.user_id = %s",
+            [self.cutoff, key, user_id],
         )
-        counts[key] = cursor.fetchone()[0]
-    return counts[key]
-
-
-def _join(cursor, tables, join: Join, now, counts: dict) -> PresenceChange | SessionNotFound:
-    sessions, people, links = tables
-    sid, user_id, name = join.session_id, join.user_id, join.name
-    key = session_pk(sid)
-    at, cutoff = db_datetime(now), db_datetime(presence_cutoff())
-    cursor.execute(f"SELECT 1 FROM {sessions} WHERE id = %s AND expires_at > %s", [key, at])
-    if cursor.fetchone() is None:
-        return SessionNotFound()
-    count = _count(cursor, tables, key, cutoff, counts)
-    cursor.execute(f"SELECT id FROM {people} WHERE session_id = %s AND user_id = %s", [key, user_id])
-    row = cursor.fetchone()
-    if row is None:
-        participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, now)
-    else:
-        participant_id, created = row[0], False
-    # This connection counts too: joining twice on one socket is not a new arrival.
-    was_present = False
-    if not created:
-        cursor.execute(
-            f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, cutoff]
-        )
-        was_present = cursor.fetchone() is not None
-        if was_present:
-            cursor.execute(f"UPDATE {people} SET name = %s WHERE id = %s", [name, participant_id])
+        row = cursor.fetchone()
+        if row is None:
+            participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, self.now)
+            was_present = False
         else:
-            cursor.execute(f"UPDATE {people} SET name = %s, joined_at = %s WHERE id = %s", [name, at, participant_id])
-    # A connection joins once (as one user); joining again refreshes its row.
-    cursor.execute(
-        f"UPDATE {links} SET participant_id = %s, server_id = %s, seen_at = %s WHERE channel_name = %s",
-        [participant_id, SERVER_ID, at, join.channel_name],
-    )
-    if cursor.rowcount == 0:
+            (participant_id, was_present), created = row, False
+        updated = 0
+        if not created:
+            if was_present:
+                cursor.execute(f"UPDATE {people} SET name = %s WHERE id = %s", [name, participant_id])
+            else:
+                cursor.execute(
+                    f"UPDATE {people} SET name = %s, joined_at = %s WHERE id = %s", [name, at, participant_id]
+                )
+            # A connection joins as one user, so never before as a participant just
+            # created; joining again refreshes its row.
+            cursor.execute(
+                f"UPDATE {links} SET participant_id = %s, server_id = %s, seen_at = %s WHERE channel_name = %s",
+                [participant_id, SERVER_ID, at, join.channel_name],
+            )
+            updated = cursor.rowcount
+        if updated == 0:
+            cursor.execute(
+                f"INSERT INTO {links} (participant_id, channel_name, server_id, opened_at, seen_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                [participant_id, join.channel_name, SERVER_ID, at, at],
+            )
+        if not was_present:
+            count = self.counts[key] = count + 1
+        return PresenceChange(sid, user_id, name, not was_present, count)
+
+    def leave(self, leave: Leave) -> PresenceChange | None:
+        cursor, links = self.cursor, self.links
         cursor.execute(
-            f"INSERT INTO {links} (participant_id, channel_name, server_id, opened_at, seen_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            [participant_id, join.channel_name, SERVER_ID, at, at],
+            f"SELECT c.id, c.seen_at > %s, p.id, p.session_id, p.user_id, p.name FROM {links} c"
+            f" JOIN {self.people} p ON p.id = c.participant_id WHERE c.channel_name = %s",
+            [self.cutoff, leave.channel_name],
         )
-    if not was_present:
-        count = counts[key] = count + 1
-    return PresenceChange(sid, user_id, name, not was_present, count)
-
-
-def _leave(cursor, tables, leave: Leave, now, counts: dict) -> PresenceChange | None:
-    _, people, links = tables
-    cutoff = db_datetime(presence_cutoff())
-    cursor.execute(
-        f"SELECT c.id, c.seen_at > %s, p.id, p.session_id, p.user_id, p.name FROM {links} c"
-        f" JOIN {people} p ON p.id = c.participant_id WHERE c.channel_name = %s",
-        [cutoff, leave.channel_name],
-    )
-    row = cursor.fetchone()
-    if row is None:
-        return None
-    link_id, link_live, participant_id, key, user_id, name = row
-    count = _count(cursor, tables, key, cutoff, counts)
-    cursor.execute(f"DELETE FROM {links} WHERE id = %s", [link_id])
-    cursor.execute(
-        f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, cutoff]
-    )
-    still_here = cursor.fetchone() is not None
-    if link_live and not still_here:
-        count = counts[key] = count - 1
-    return PresenceChange(_session_uuid(key), user_id, name, not still_here, count)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        link_id, link_live, participant_id, key, user_id, name = row
+        count = self.count(key)
+        cursor.execute(f"DELETE FROM {links} WHERE id = %s", [link_id])
+        cursor.execute(
+            f"SELECT 1 FROM {links} WHERE participant_id = %s AND seen_at > %s LIMIT 1", [participant_id, self.cutoff]
+        )
+        still_here = cursor.fetchone() is not None
+        if link_live and not still_here:
+            count = self.counts[key] = count - 1
+        return PresenceChange(_session_uuid(key), user_id, name, not still_here, count)
 
 
 def _session_uuid(key) -> uuid.UUID:

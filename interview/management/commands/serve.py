@@ -1,5 +1,6 @@
 """`manage.py serve`: the production server (daphne) on HOST:PORT from the settings."""
 
+import asyncio
 import gc
 import importlib
 import logging
@@ -168,6 +169,57 @@ def write_now(transport, data: bytes) -> None:
     transport.write(data)
 
 
+class Cork:
+    """The frames written to each socket in one turn of the event loop, sent together.
+
+    A writer round broadcasts a session's changes one after another, and a batch of joins
+    its arrivals: a connection gets several frames in one turn, and one `send` each was a
+    tenth of a delivery's CPU. Frames are held here per transport and go out at the start
+    of the next turn (one `call_soon` for all sockets), in one `send` per socket. A write
+    to the same socket by another path (the ASGI send of a reply, a close) first lets out
+    what is held for it (`release`), so frames keep their order; autobahn's own control
+    frames (a ping's pong, the answer to a client's close) may overtake held data frames,
+    which a client that is closing does not read anyway.
+    """
+
+    def __init__(self):
+        self.held: dict[object, list] = {}  # transport -> [byte count, frame, frame...]
+        self.scheduled = False
+
+    def write(self, transport, data: bytes) -> None:
+        held = self.held.get(transport)
+        if held is None:
+            self.held[transport] = [len(data), data]
+            if not self.scheduled:
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            held[0] += len(data)
+            held.append(data)
+
+    def held_bytes(self, transport) -> int:
+        held = self.held.get(transport)
+        return held[0] if held is not None else 0
+
+    def release(self, transport) -> None:
+        """Send now what is held for this transport."""
+        held = self.held.pop(transport, None)
+        if held is not None:
+            write_now(transport, held[1] if len(held) == 2 else b"".join(held[1:]))
+
+    def drop(self, transport) -> None:
+        self.held.pop(transport, None)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        held, self.held = self.held, {}
+        for transport, frames in held.items():
+            write_now(transport, frames[1] if len(frames) == 2 else b"".join(frames[1:]))
+
+
+cork = Cork()
+
+
 class SocketWriter:
     """Synchronous text-frame writes to one daphne WebSocket: the broadcast path's edge.
 
@@ -193,7 +245,7 @@ class SocketWriter:
     def backlog(self) -> int:
         """Bytes written and not yet taken by the kernel."""
         transport = self.protocol.transport
-        return transport_buffered_bytes(transport) if transport is not None else 0
+        return transport_buffered_bytes(transport) + cork.held_bytes(transport) if transport is not None else 0
 
     def write(self, text: str) -> bool:
         """Send one text frame; False when the socket is closing (nothing was sent)."""
@@ -207,13 +259,15 @@ class SocketWriter:
             frame = PreparedMessage(text.encode("utf-8"), False, False, False)
             cls._last_text, cls._last_frame = text, frame
         data = frame.payloadHybi
-        if transport_buffered_bytes(protocol.transport) + len(data) > settings.WS_MAX_BUFFERED_BYTES:
+        transport = protocol.transport
+        if self.backlog() + len(data) > settings.WS_MAX_BUFFERED_BYTES:
             self.server.close_behind(protocol)
             return False
         if protocol._perMessageCompress is not None or protocol.send_queue:
+            cork.release(transport)
             protocol.sendPreparedMessage(frame)
         else:
-            write_now(protocol.transport, data)
+            cork.write(transport, data)
         return True
 
     def close_behind(self) -> None:
@@ -250,17 +304,25 @@ class BoundedServer(Server):
         self.ws_factory.setProtocolOptions(failByDrop=False)
 
     async def handle_reply(self, protocol, message):
-        if message.get("type") == "websocket.send" and isinstance(protocol, WebSocketProtocol):
-            if getattr(protocol, "fell_behind", False):
-                return
-            size = len(message.get("text") or message.get("bytes") or "")
-            if transport_buffered_bytes(protocol.transport) + size > settings.WS_MAX_BUFFERED_BYTES:
-                self.close_behind(protocol)
-                return
+        if isinstance(protocol, WebSocketProtocol):
+            transport = protocol.transport
+            if message.get("type") == "websocket.send":
+                if getattr(protocol, "fell_behind", False):
+                    return
+                size = len(message.get("text") or message.get("bytes") or "")
+                if (
+                    transport_buffered_bytes(transport) + cork.held_bytes(transport) + size
+                    > settings.WS_MAX_BUFFERED_BYTES
+                ):
+                    self.close_behind(protocol)
+                    return
+            # What this socket was written through SocketWriter goes first.
+            cork.release(transport)
         await super().handle_reply(protocol, message)
 
     def close_behind(self, protocol) -> None:
         protocol.fell_behind = True
+        cork.drop(protocol.transport)  # the client reconnects for the current document
         logger.warning(
             "WebSocket %s fell more than %d bytes behind; closing it with %d",
             protocol.client_addr,

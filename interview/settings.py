@@ -54,6 +54,10 @@ if not SECRET_KEY:
 # Where `manage.py serve` (and so `make run`) listens.
 SERVER_HOST = env.str("HOST", default="0.0.0.0")
 SERVER_PORT = env.int("PORT", default=3000)
+# `manage.py serve` runs this many server processes on one socket (more than 1 needs
+# REDIS_URL); a worker knows its number (1..WORKERS) from WORKER_INDEX, set by the parent.
+SERVER_WORKERS = env.int("WORKERS", default=1)
+WORKER_INDEX = env.int("WORKER_INDEX", default=0)
 
 CLIENT_URL = env.str("CLIENT_URL", default="http://localhost:3001").rstrip("/")
 CORS_ORIGINS = env.list("CORS_ORIGINS", default=["http://localhost:3001", "http://localhost:3000"])

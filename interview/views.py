@@ -36,6 +36,10 @@ class HealthView(APIView):
                     "status": serializers.ChoiceField(choices=["healthy", "unhealthy"]),
                     "version": serializers.CharField(),
                     "timestamp": serializers.DateTimeField(),
+                    "server": serializers.DictField(
+                        help_text="The process that answered: workers, worker (1..workers, null for one"
+                        " process), pid, channelLayer (redis or in-memory), database (its vendor)."
+                    ),
                     "checks": serializers.DictField(),
                 },
             ),
@@ -45,6 +49,10 @@ class HealthView(APIView):
                     "status": serializers.ChoiceField(choices=["healthy", "unhealthy"]),
                     "version": serializers.CharField(),
                     "timestamp": serializers.DateTimeField(),
+                    "server": serializers.DictField(
+                        help_text="The process that answered: workers, worker (1..workers, null for one"
+                        " process), pid, channelLayer (redis or in-memory), database (its vendor)."
+                    ),
                     "checks": serializers.DictField(),
                 },
             ),

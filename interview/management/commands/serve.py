@@ -5,16 +5,20 @@ import gc
 import importlib
 import logging
 import pprint
+import signal
+import time
+from pathlib import Path
 
 from autobahn.websocket.protocol import PreparedMessage
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import tcp
 
 from collaboration.inbox import SOCKET_EXTENSION
+from interview.workers import Supervisor
 
 logger = logging.getLogger("interview.serve")
 
@@ -22,6 +26,12 @@ logger = logging.getLogger("interview.serve")
 CLOSE_TOO_FAR_BEHIND = 1013
 # How long a connection closed for falling behind may take to let its close frame through.
 ABORT_AFTER_SECONDS = 1.0
+# RFC 6455 "Service Restart": sent to every WebSocket when the server stops; clients reconnect.
+CLOSE_SERVICE_RESTART = 1012
+# On SIGTERM: how long the changes in flight may take to commit, and the clients to answer
+# the close, before the server stops anyway.
+DRAIN_COMMIT_SECONDS = 10.0
+DRAIN_CLOSE_SECONDS = 5.0
 
 
 class Command(BaseCommand):
@@ -30,30 +40,38 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=None, help="Interface to bind (default: HOST).")
         parser.add_argument("--port", type=int, default=None, help="Port to bind (default: PORT).")
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="Server processes on the one socket (default: WORKERS, 1); more than 1 needs REDIS_URL.",
+        )
+        parser.add_argument("--fd", type=int, default=None, help=argparse_suppress())
 
-    def handle(self, *args, host=None, port=None, **options):
+    def handle(self, *args, host=None, port=None, workers=None, fd=None, **options):
         host = host or settings.SERVER_HOST
         port = port or settings.SERVER_PORT
-        # Probe the sandbox and toolchains now, not on the first request, and say what we found.
-        from execution.services import sandbox_report
-
-        sandbox = sandbox_report()
-        languages = ", ".join(name for name, tc in sandbox["languages"].items() if tc["available"]) or "none"
-        if sandbox["usable"]:
-            self.stdout.write(f"Code execution: {sandbox['mode']} sandbox, languages: {languages}")
+        count = workers if workers is not None else settings.SERVER_WORKERS
+        if fd is None:
+            _check_configuration(count)
+        if fd is None and count > 1:
+            self.report_sandbox()
+            manage_py = Path(settings.BASE_DIR) / "manage.py"
+            supervisor = Supervisor(host=host, port=port, workers=count, manage_py=manage_py, out=self.stdout)
+            raise SystemExit(supervisor.run())
+        if fd is None:
+            self.report_sandbox()
+            self.stdout.write(f"Serving on http://{host}:{port} (docs at /docs)")
+            bind = ["--bind", host, "--port", str(port)]
         else:
-            self.stdout.write(f"Code execution unavailable: {sandbox['reason']}")
-        self.stdout.write(f"Serving on http://{host}:{port} (docs at /docs)")
+            bind = ["--fd", str(fd)]
         self.stdout.flush()
         _freeze_startup_objects()
         _lazy_autobahn_debug_arguments()
         _requests_without_form_parsing()
         BoundedCommandLineInterface().run(
             [
-                "--bind",
-                host,
-                "--port",
-                str(port),
+                *bind,
                 # No --proxy-headers: daphne would take the client-written first entry of
                 # X-Forwarded-For as the peer. ForwardedClientMiddleware trusts NUM_PROXIES hops.
                 # Frames are read up to WS_MAX_FRAME_BYTES, so one over WS_MAX_MESSAGE_BYTES
@@ -65,6 +83,55 @@ class Command(BaseCommand):
                 settings.ASGI_APPLICATION.replace(".application", ":application"),
             ]
         )
+
+    def report_sandbox(self) -> None:
+        """Probe the sandbox and toolchains now, not on the first request, and say what we found."""
+        from execution.services import sandbox_report
+
+        sandbox = sandbox_report()
+        languages = ", ".join(name for name, tc in sandbox["languages"].items() if tc["available"]) or "none"
+        if sandbox["usable"]:
+            self.stdout.write(f"Code execution: {sandbox['mode']} sandbox, languages: {languages}")
+        else:
+            self.stdout.write(f"Code execution unavailable: {sandbox['reason']}")
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS  # --fd is how the parent hands a worker its socket
+
+
+def _check_configuration(count: int) -> None:
+    """Refuse to start, with a sentence saying why, on what would only fail later."""
+    if count < 1:
+        raise CommandError(f"--workers must be at least 1 (got {count}).")
+    if count > 1 and not settings.REDIS_URL:
+        raise CommandError(
+            f"{count} workers need REDIS_URL: with the in-memory channel layer a worker cannot reach"
+            " the clients of another, so edits would not reach everyone. Set REDIS_URL (for example"
+            " redis://127.0.0.1:6379/0) or run one worker."
+        )
+    from django.db import DatabaseError, connection
+
+    try:
+        connection.ensure_connection()
+    except DatabaseError as exc:
+        raise CommandError(f"The database is unreachable ({_first_line(exc)}); check DATABASE_URL.") from exc
+    finally:
+        connection.close()
+    if settings.REDIS_URL:
+        import redis
+
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=5).ping()
+        except redis.RedisError as exc:
+            raise CommandError(f"Redis is unreachable at REDIS_URL ({_first_line(exc)}).") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _freeze_startup_objects() -> None:
@@ -290,10 +357,78 @@ class BoundedServer(Server):
     def run(self):
         from twisted.internet import reactor
 
+        self.ports = []
+        self.stopping = False
+        self.stop_task = None
         # autobahn's default drops the TCP connection on a frame past its size limit (the
         # client sees 1006 and no reason); closing instead sends 1009 "message too big".
         reactor.callWhenRunning(self.ws_factory_close_on_failure)
+        reactor.callWhenRunning(self.install_stop_handlers)
         super().run()
+
+    def listen_success(self, port):
+        self.ports.append(port)
+        super().listen_success(port)
+
+    # --- stopping ----------------------------------------------------------------------
+
+    def install_stop_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the server cleanly (`stop`), a second one at once.
+
+        Twisted's own handlers stop the reactor there and then: every WebSocket was cut
+        (the client saw 1006) and a round of changes could be cut before its answers went out.
+        """
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.on_stop_signal)
+
+    def on_stop_signal(self, signum, _frame) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(self.begin_stop, signal.Signals(signum).name)
+
+    def begin_stop(self, reason: str) -> None:
+        from twisted.internet import reactor
+
+        if self.stopping:
+            logger.warning("Stopping now (%s again)", reason)
+            reactor.stop()
+            return
+        self.stopping = True
+        self.stop_task = asyncio.ensure_future(self.stop_cleanly(reason))
+
+    async def stop_cleanly(self, reason: str) -> None:
+        """Stop accepting; let the changes in flight commit and their answers go out; close
+        every WebSocket with 1012 (the client reconnects, to another worker or to this server
+        once it is back); wait for the connections to end; stop."""
+        from twisted.internet import reactor
+
+        from collaboration.presence import open_connections
+        from collaboration.writer import get_writer
+
+        logger.warning(
+            "Stopping (%s): closing WebSockets with %d once changes in flight commit", reason, CLOSE_SERVICE_RESTART
+        )
+        try:
+            for port in self.ports:
+                port.stopListening()
+            writer = get_writer()
+            await _bounded(writer.idle(), DRAIN_COMMIT_SECONDS)
+            for protocol in self.websockets():
+                if protocol.state == protocol.STATE_OPEN:
+                    cork.release(protocol.transport)
+                    protocol.sendCloseFrame(code=CLOSE_SERVICE_RESTART, reasonUtf8=b"Server restarting; reconnect.")
+            deadline = time.monotonic() + DRAIN_CLOSE_SECONDS
+            # Until every consumer has cleaned up (left the presence): nothing signals that.
+            while open_connections() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            await _bounded(writer.idle(), DRAIN_COMMIT_SECONDS)
+        except Exception:
+            logger.exception("Could not stop cleanly; stopping now")
+        finally:
+            reactor.stop()
+
+    def websockets(self) -> list:
+        return [protocol for protocol in self.connections if isinstance(protocol, WebSocketProtocol)]
 
     def create_application(self, protocol, scope):
         if isinstance(protocol, WebSocketProtocol):
@@ -302,6 +437,9 @@ class BoundedServer(Server):
 
     def ws_factory_close_on_failure(self) -> None:
         self.ws_factory.setProtocolOptions(failByDrop=False)
+        if settings.WORKER_INDEX:
+            # Which worker took a WebSocket: its handshake answer says (as /health does for HTTP).
+            self.ws_factory.headers = {**(self.ws_factory.headers or {}), "X-Worker": str(settings.WORKER_INDEX)}
 
     async def handle_reply(self, protocol, message):
         if isinstance(protocol, WebSocketProtocol):
@@ -341,6 +479,13 @@ class BoundedServer(Server):
         transport = protocol.transport
         if transport is not None and getattr(transport, "connected", False):
             transport.abortConnection()
+
+
+async def _bounded(awaitable, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(awaitable, seconds)
+    except TimeoutError:
+        logger.warning("Gave up waiting after %.0f s", seconds)
 
 
 class BoundedCommandLineInterface(CommandLineInterface):

@@ -1,10 +1,30 @@
 """Rate limits per client address, scoped, with rates read from settings at request time."""
 
+import logging
 import math
 import time
 
 from django.conf import settings
+from django.core.cache.backends.locmem import LocMemCache
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger(__name__)
+
+# Where the counters go while the shared cache (Redis) is unreachable: this process's
+# memory, so the limits still hold per process instead of failing every limited request.
+_fallback = LocMemCache("throttle-fallback", {})
+_warned_at = 0.0
+
+
+def _cache_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import redis
+    except ImportError:  # no Redis client installed: only the local-memory cache is in use
+        return (OSError,)
+    return (redis.RedisError, OSError)
+
+
+_CACHE_ERRORS = _cache_errors()
 
 
 class ScopedAddressThrottle(SimpleRateThrottle):
@@ -36,21 +56,31 @@ class ScopedAddressThrottle(SimpleRateThrottle):
         key = self.get_cache_key(request, view)
         if key is None:
             return True
+        try:
+            return self._count(self.cache, key)
+        except _CACHE_ERRORS as exc:
+            global _warned_at
+            if time.monotonic() - _warned_at > 60:
+                _warned_at = time.monotonic()
+                logger.error("The rate-limit cache is unreachable (%s); counting in this process meanwhile", exc)
+            return self._count(_fallback, key)
+
+    def _count(self, cache, key: str) -> bool:
         now = self.timer()
         window = math.floor(now / self.duration)
         current_key, previous_key = f"{key}:{window}", f"{key}:{window - 1}"
-        counts = self.cache.get_many([current_key, previous_key])
+        counts = cache.get_many([current_key, previous_key])
         current, previous = counts.get(current_key, 0), counts.get(previous_key, 0)
         elapsed = now / self.duration - window  # of this window, 0 to 1
         if previous * (1 - elapsed) + current >= self.num_requests:
             self._wait = self._seconds_until_allowed(previous, current, elapsed)
             return False
         # The key lives as long as it is some window's previous one.
-        if not self.cache.add(current_key, 1, timeout=2 * self.duration + 1):
+        if not cache.add(current_key, 1, timeout=2 * self.duration + 1):
             try:
-                self.cache.incr(current_key)
+                cache.incr(current_key)
             except ValueError:  # expired between add and incr
-                self.cache.add(current_key, 1, timeout=2 * self.duration + 1)
+                cache.add(current_key, 1, timeout=2 * self.duration + 1)
         return True
 
     def _seconds_until_allowed(self, previous: int, current: int, elapsed: float) -> float:

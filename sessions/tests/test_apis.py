@@ -263,6 +263,20 @@ class TestRateLimits:
         assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.2").status_code == 201
 
 
+    def test_limits_hold_per_process_while_the_shared_cache_is_down(self, api, settings):
+        """With Redis unreachable, limited requests are neither failed (no 500) nor let through
+        unlimited: they are counted in the process until Redis is back."""
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+        }
+        settings.RATE_LIMITS = {**settings.RATE_LIMITS, "session_create": "2/minute"}
+        address = {"REMOTE_ADDR": "10.9.9.9"}
+        assert api.post("/api/sessions", {}, **address).status_code == 201
+        assert api.post("/api/sessions", {}, **address).status_code == 201
+        assert_error(api.post("/api/sessions", {}, **address), 429, "RATE_LIMIT_EXCEEDED")
+        assert InterviewSession.objects.count() == 2
+
+
 class TestCode:
     def test_get_code_has_contract_fields_and_version(self, api, make_session):
         """GET code answers sessionId, code, language, lastModified and version."""

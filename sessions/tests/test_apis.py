@@ -1,10 +1,12 @@
 """The REST contract of sessions, code, participants and history."""
 
 import json
+import os
 import uuid
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from interview.testing import assert_error
@@ -262,7 +264,6 @@ class TestRateLimits:
         assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.1").status_code == 429
         assert api.post("/api/sessions", {}, REMOTE_ADDR="10.0.0.2").status_code == 201
 
-
     def test_limits_hold_per_process_while_the_shared_cache_is_down(self, api, settings):
         """With Redis unreachable, limited requests are neither failed (no 500) nor let through
         unlimited: they are counted in the process until Redis is back."""
@@ -414,6 +415,34 @@ class TestErrorsAndMeta:
         body = api.get(path).json()
         assert body["status"] == "healthy"
         assert body["checks"]["database"]["ok"] is True
+
+    def test_health_says_which_process_answered_and_what_it_runs_on(self, api):
+        """One process on the defaults: no worker number, the in-memory layer, the database's vendor."""
+        body = api.get("/health").json()
+        assert body["server"] == {
+            "workers": 1,
+            "worker": None,
+            "pid": os.getpid(),
+            "channelLayer": "in-memory",
+            "database": connection.vendor,
+        }
+        assert body["checks"]["channelLayer"] == {"ok": True, "backend": "in-memory"}
+
+    def test_health_is_unhealthy_while_redis_is_unreachable(self, api, settings):
+        """A process that cannot reach the other processes' clients is taken out by the load balancer."""
+        import interview.health
+
+        settings.REDIS_URL = "redis://127.0.0.1:1/0"
+        interview.health._redis_client = None
+        try:
+            response = api.get("/health")
+        finally:
+            interview.health._redis_client = None
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "unhealthy"
+        assert body["checks"]["channelLayer"]["ok"] is False
+        assert body["server"]["channelLayer"] == "redis"
 
     def test_cors_preflight_allows_the_client_origin(self, api):
         """A preflight from the SPA's origin gets that exact origin and credentials."""

@@ -29,7 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from websockets.asyncio.client import connect
 
+from bench.bench_rest import server_cpu_ticks
 from interview.testing import RunningServer
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# How many times a client reconnects to land on the worker it is meant for (--workers).
+MAX_PLACEMENT_ATTEMPTS = 100
 
 
 def create_session(url: str) -> str:
@@ -64,14 +69,25 @@ FILLER = "".join(f"def f{i}(x):\n    return x * {i}\n" for i in range(40))[:380]
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process and the processes below it (the workers) so far."""
+    return server_cpu_ticks(pid) / CLK_TCK
 
 
-async def client(ws_url, sid, index, rate, duration, stats: Stats, start_at, participants, full_text=False):
-    async with connect(f"{ws_url}/ws/sessions/{sid}", max_size=None, ping_interval=None) as ws:
+async def placed_connection(url: str, worker: int | None):
+    """A WebSocket on `worker` (its handshake's X-Worker), reconnecting until the kernel
+    hands it to that one; any worker when None."""
+    for _ in range(MAX_PLACEMENT_ATTEMPTS):
+        ws = await connect(url, max_size=None, ping_interval=None)
+        if worker is None or ws.response.headers.get("X-Worker") == str(worker):
+            return ws
+        await ws.close()
+    raise RuntimeError(f"no connection landed on worker {worker} in {MAX_PLACEMENT_ATTEMPTS} attempts")
+
+
+async def client(
+    ws_url, sid, index, rate, duration, stats: Stats, start_at, participants, full_text=False, worker=None
+):
+    async with await placed_connection(f"{ws_url}/ws/sessions/{sid}", worker) as ws:
         welcome = json.loads(await ws.recv())
         version = welcome["data"]["version"]
         user = f"s{sid[:6]}u{index}"
@@ -136,15 +152,33 @@ async def stats_drained(stats: Stats, quiet: float = 3.0, limit: float = 60.0) -
 
 
 async def run_load(
-    server: RunningServer, sessions: int, participants: int, rate: float, duration: float, full_text: bool = False
+    server: RunningServer,
+    sessions: int,
+    participants: int,
+    rate: float,
+    duration: float,
+    full_text: bool = False,
+    workers: int = 1,
 ) -> dict:
     sids = [create_session(server.url) for _ in range(sessions)]
     for sid in sids:
         clear_code(server.url, sid)
     stats = Stats()
     start_at = time.perf_counter() + 2.0
+    # With several workers, each session's participants are spread over all of them.
     tasks = [
-        client(server.ws_url, sid, i, rate, duration, stats, start_at, participants, full_text)
+        client(
+            server.ws_url,
+            sid,
+            i,
+            rate,
+            duration,
+            stats,
+            start_at,
+            participants,
+            full_text,
+            worker=(i % workers) + 1 if workers > 1 else None,
+        )
         for sid in sids
         for i in range(participants)
     ]
@@ -189,10 +223,18 @@ def main():
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--redis-url", default=None)
     parser.add_argument(
+        "--workers", type=int, default=1, help="server processes; each session's clients are spread over them"
+    )
+    parser.add_argument(
         "--server", choices=["daphne", "uvicorn"], default="daphne", help="uvicorn must be installed to compare"
     )
     args = parser.parse_args()
-    env = {"WS_RATE_LIMIT_PER_SECOND": "100000", "WS_RATE_LIMIT_BURST": "100000", "LOG_LEVEL": "error"}
+    env = {
+        "WS_RATE_LIMIT_PER_SECOND": "100000",
+        "WS_RATE_LIMIT_BURST": "100000",
+        "LOG_LEVEL": "error",
+        "WORKERS": str(args.workers),
+    }
     if args.database_url:
         env["DATABASE_URL"] = args.database_url
     if args.redis_url:
@@ -213,7 +255,9 @@ def main():
             print("rate/client  sent   delivered/s   p50 ms   p99 ms   max ms   lost  server us/delivery  errors")
             for rate in [float(r) for r in args.rates.split(",")]:
                 result = asyncio.run(
-                    run_load(server, args.sessions, args.participants, rate, args.duration, args.full_text)
+                    run_load(
+                        server, args.sessions, args.participants, rate, args.duration, args.full_text, args.workers
+                    )
                 )
                 print(
                     f"{rate:>10.0f} {result['sent']:>6} {result['delivered_per_s']:>12.0f} {result['p50_ms']:>8.1f} "

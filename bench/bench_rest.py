@@ -241,6 +241,11 @@ def main():
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--url", default=None, help="a server already running (loopback only); needs --pid")
     parser.add_argument("--pid", type=int, default=None, help="the process serving --url, for its CPU time")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (`serve --workers`; needs --redis-url)"
+    )
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--redis-url", default=None)
     args = parser.parse_args()
     if args.url:
         from urllib.parse import urlsplit
@@ -251,7 +256,12 @@ def main():
         asyncio.run(run_all(parts.hostname, parts.port or 80, args.pid, args))
         return
     with tempfile.TemporaryDirectory() as workdir:
-        server = RunningServer(Path(workdir), env={"LOG_LEVEL": "error"})
+        env = {"LOG_LEVEL": "error", "WORKERS": str(args.workers)}
+        if args.database_url:
+            env["DATABASE_URL"] = args.database_url
+        if args.redis_url:
+            env["REDIS_URL"] = args.redis_url
+        server = RunningServer(Path(workdir), env=env)
         server.start()
         try:
             asyncio.run(run_all("127.0.0.1", server.port, server.process.pid, args))

@@ -178,10 +178,14 @@ CHANNEL_CAPACITY = env.int("CHANNEL_CAPACITY", default=10_000)
 CHANNEL_EXPIRY = env.int("CHANNEL_EXPIRY", default=60)
 # Group membership must outlive the longest session (168 h): the layers' default is a day.
 CHANNEL_GROUP_EXPIRY = 8 * 24 * 3600
+# Messages to other processes waiting for Redis (per process); past that they are dropped
+# and the connections that miss one resync.
+REDIS_OUTBOX_MAX = env.int("REDIS_OUTBOX_MAX", default=100_000)
 if REDIS_URL:
+    # In-process delivery as in-memory, Redis pub/sub between processes (collaboration.redis_layer).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "collaboration.redis_layer.RedisFanoutChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": env.str("REDIS_PREFIX", default="interview"),

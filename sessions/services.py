@@ -101,7 +101,10 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
     with transaction.atomic():
         db = store.HotPath()
         now = timezone.now()
-        for session_id, indices in by_session.items():
+        # Sessions are locked in one order (by id) in every process: two processes' rounds
+        # sharing sessions wait for each other instead of deadlocking (PostgreSQL broke such
+        # a cycle after deadlock_timeout, and the writer then retried change by change).
+        for session_id, indices in sorted(by_session.items(), key=lambda item: item[0].hex):
             row = db.lock_document(session_id, now)
             if row is None:
                 for index in indices:

@@ -79,6 +79,11 @@ class RedisFanoutChannelLayer(FastInMemoryChannelLayer):
     def process_topic(self, process: str) -> str:
         return f"{self.prefix}:p:{process}"
 
+    def serve_here(self) -> None:
+        """The running loop is a server's, living as long as the process: publish from it
+        through the queue from the start (see `_Bridge.publish_from_here`)."""
+        self.bridge().start()
+
     def bridge(self) -> "_Bridge":
         loop = asyncio.get_running_loop()
         bridge = self.bridges.get(loop)
@@ -94,7 +99,7 @@ class RedisFanoutChannelLayer(FastInMemoryChannelLayer):
             await super().send(channel, message)
             return
         self.require_valid_channel_name(channel)
-        self.bridge().publish(self.process_topic(owner), {"c": channel, "m": message})
+        await self.bridge().publish_from_here(self.process_topic(owner), {"c": channel, "m": message})
 
     async def group_add(self, group, channel):
         await super().group_add(group, channel)
@@ -107,7 +112,7 @@ class RedisFanoutChannelLayer(FastInMemoryChannelLayer):
 
     async def group_send(self, group, message):
         await super().group_send(group, message)
-        self.bridge().publish(self.group_topic(group), {"g": group, "m": message})
+        await self.bridge().publish_from_here(self.group_topic(group), {"g": group, "m": message})
 
     async def flush(self):
         for bridge in list(self.bridges.values()):
@@ -157,6 +162,24 @@ class _Bridge:
             self.tasks = [self.loop.create_task(self.publish_loop()), self.loop.create_task(self.read_loop())]
 
     # --- publishing --------------------------------------------------------------------
+
+    async def publish_from_here(self, topic: str, envelope: dict) -> None:
+        """Publish: queued, on a loop that has members (the server's: it lives on); at once
+        and awaited on any other (a management command's `async_to_sync` makes a loop per
+        call and closes it after, with whatever was queued on it)."""
+        if self.started:
+            self.publish(topic, envelope)
+            return
+        envelope["o"] = self.layer.process
+        try:
+            await self.publisher.publish(topic, msgpack.packb(envelope, use_bin_type=True))
+        except (RedisError, OSError) as exc:
+            logger.warning("Could not publish to Redis (%s): a message to other processes was dropped", exc)
+        finally:
+            self.layer.bridges.pop(self.loop, None)
+            with contextlib.suppress(Exception):
+                await self.publisher.aclose()
+                await self.subscriber.aclose()
 
     def publish(self, topic: str, envelope: dict) -> None:
         self.start()

@@ -378,8 +378,16 @@ class BoundedServer(Server):
         Twisted's own handlers stop the reactor there and then: every WebSocket was cut
         (the client saw 1006) and a round of changes could be cut before its answers went out.
         """
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, self.on_stop_signal)
+        signal.signal(signal.SIGTERM, self.on_stop_signal)
+        # A worker's SIGINT (Ctrl-C reaches the whole process group) is its parent's to pass
+        # on as SIGTERM; taken here too it would count as the second, "stop now", signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN if settings.WORKER_INDEX else self.on_stop_signal)
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if hasattr(layer, "serve_here"):
+            # This loop lives as long as the server (on it once it runs: startup comes first).
+            asyncio.get_event_loop().call_soon(layer.serve_here)
 
     def on_stop_signal(self, signum, _frame) -> None:
         from twisted.internet import reactor

@@ -3,6 +3,7 @@
 import logging
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -88,6 +89,12 @@ def api_exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, OperationalError | InterfaceError):
+        # The database is unreachable or refused the connection: nothing was changed (the
+        # request's transaction is rolled back), and the client may try again.
+        logger.error("Database unavailable in %s: %s", context.get("view"), str(exc).strip().splitlines()[:1])
+        exc = ApiError(503, "SERVICE_UNAVAILABLE", "The database is unavailable; try again shortly.")
+        exc.wait = 1
 
     if not isinstance(exc, exceptions.APIException):
         # Unexpected: log it and still answer in the contract's shape, never a bare 500.

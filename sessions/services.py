@@ -104,8 +104,9 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
         # Sessions are locked in one order (by id) in every process: two processes' rounds
         # sharing sessions wait for each other instead of deadlocking (PostgreSQL broke such
         # a cycle after deadlock_timeout, and the writer then retried change by change).
+        rows = db.lock_documents(list(by_session), now) if by_session else {}
         for session_id, indices in sorted(by_session.items(), key=lambda item: item[0].hex):
-            row = db.lock_document(session_id, now)
+            row = rows.get(session_id)
             if row is None:
                 for index in indices:
                     results[index] = SessionNotFound()

@@ -53,7 +53,8 @@ def _statements(db) -> dict[str, str]:
     returning = " RETURNING log_bytes" if db.features.can_return_columns_from_insert else ""
     save = f"UPDATE {session} SET code = %s, version = %s, log_bytes = log_bytes + %s"
     return {
-        "lock": f"SELECT code, version FROM {session} WHERE id = %s AND expires_at > %s{lock}",
+        "lock_many": f"SELECT id, code, version FROM {session} WHERE id IN ({{marks}}) AND expires_at > %s"
+        f" ORDER BY id{lock}",
         "save": f"{save} WHERE id = %s{returning}",
         "save_modified": f"{save}, code_modified_at = %s WHERE id = %s{returning}",
         "log_bytes": "" if returning else f"SELECT log_bytes FROM {session} WHERE id = %s",
@@ -102,24 +103,29 @@ class HotPath:
                 _sqlite_statements = {k: v.replace("%s", "?") for k, v in _statements(db).items()}
             db.ensure_connection()
             self.sql = _sqlite_statements
+            self.mark = "?"
             self.cursor = db.connection.cursor()
             self.pk = _hex
             self.when = _sqlite_when
             self.json = json.dumps
         else:
             self.sql = _statements(db)
+            self.mark = "%s"
             self.cursor = db.cursor()
             self.pk = lambda value: session_pk(value, db)
             self.when = lambda value: db_datetime(value, db)
             field = DocumentOperation._meta.get_field("changes")
             self.json = lambda value: field.get_db_prep_value(value, db)
 
-    def lock_document(self, session_id: uuid.UUID, now: datetime.datetime) -> tuple[str, int] | None:
-        """The live session's (code, version), locked until the transaction ends, or None."""
-        self.cursor.execute(self.sql["lock"], (self.pk(session_id), self.when(now)))
-        # fetchall, not fetchone: the statement runs to its end, so it holds nothing open.
-        rows = self.cursor.fetchall()
-        return rows[0] if rows else None
+    def lock_documents(self, session_ids: list[uuid.UUID], now: datetime.datetime) -> dict[uuid.UUID, tuple[str, int]]:
+        """The live sessions' (code, version) by id, locked until the transaction ends, in
+        one statement: a writer round's sessions cost one round trip to lock, not one each.
+        Rows are locked in id order (every process's rounds alike, so none deadlock)."""
+        keys = {self.pk(session_id): session_id for session_id in session_ids}
+        marks = ", ".join([self.mark] * len(keys))
+        self.cursor.execute(self.sql["lock_many"].format(marks=marks), (*keys, self.when(now)))
+        # fetchall: the statement runs to its end, so it holds nothing open.
+        return {keys[key]: (code, version) for key, code, version in self.cursor.fetchall()}
 
     def save_document(
         self, session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime.datetime | None, operations: list

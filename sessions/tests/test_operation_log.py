@@ -15,7 +15,7 @@ from sessions.services import (
     code_change_apply,
     session_cache_forget,
 )
-from sessions.store import OPERATION_ROW_BYTES
+from sessions.store import OPERATION_ROW_BYTES, _stored_json_bytes
 from sessions.tests.factories import session_make
 
 BLOCK = "x" * 1000
@@ -31,7 +31,7 @@ def stored_bytes(sid) -> int:
     """The log's size measured in the database, as the bound counts it."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT COALESCE(SUM(LENGTH(changes) + {OPERATION_ROW_BYTES}), 0) FROM"
+            f"SELECT COALESCE(SUM({_stored_json_bytes('changes')} + {OPERATION_ROW_BYTES}), 0) FROM"
             f" {DocumentOperation._meta.db_table} WHERE session_id = %s",
             [InterviewSession._meta.pk.get_db_prep_value(sid, connection)],
         )

@@ -194,6 +194,33 @@ def applied_seqs(session_id: uuid.UUID, pairs: set[tuple[str, int]]) -> dict[tup
     return found
 
 
+def operations_since(session_id: uuid.UUID, base: int, until: int, *, max_changes: int):
+    """The logged operations of versions base+1..until, in order, as `(version, user_id,
+    seq, changes, None, digest)` (what `OperationCache.add` takes); None as soon as they
+    hold more than `max_changes` change specs (too much to rebase over: the client resyncs).
+
+    Plain SQL on a plain cursor: the ORM's chunked iterator (a server-side cursor on
+    PostgreSQL) made reading another process's latest operations most of a rebase."""
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {q('version')}, {q('user_id')}, {q('seq')}, {q('changes')}, {q('digest')}"
+            f" FROM {table_name(DocumentOperation)} WHERE {q('session_id')} = %s"
+            f" AND {q('version')} > %s AND {q('version')} <= %s ORDER BY {q('version')}",
+            [session_pk(session_id), base, until],
+        )
+        operations, size = [], 0
+        while rows := cursor.fetchmany(100):
+            for version, user_id, seq, changes, digest in rows:
+                if isinstance(changes, str | bytes):
+                    changes = json.loads(changes)
+                size += len(changes)
+                if size > max_changes:
+                    return None
+                operations.append((version, user_id, seq, changes, None, digest))
+    return operations
+
+
 def _operation_bytes(prepared, changes: list) -> int:
     # SQLite stores the JSON text as prepared (ASCII: non-ASCII characters are escaped).
     text = prepared if isinstance(prepared, str) else json.dumps(changes)

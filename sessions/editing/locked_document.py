@@ -13,7 +13,6 @@ from sessions.editing.edit_history import edits_record
 from sessions.editing.operation_cache import operation_cache
 from sessions.editing.work_budget import current_budget, rebase_work
 from sessions.exceptions import Deferred, InvalidChange, ResyncRequired
-from sessions.models import DocumentOperation
 
 
 def _check_size(code: str) -> None:
@@ -44,11 +43,26 @@ class LockedDocument:
         self.edits: list[tuple[str | None, object]] = []
         # Set once a change of this batch was deferred: the later ones wait for the next round too.
         self.deferring = False
+        self._catch_up()
         self.applied_seqs = operation_cache.applied_seqs(
             session_id,
             {(c.user_id, c.seq, c.digest) for c in changes if c.seq is not None and c.user_id is not None},
             version,
         )
+
+    def _catch_up(self) -> None:
+        """Versions another process added since this one's cache last saw the session: read
+        them once (at most the cache's length of them), with their seqs, so this batch's
+        resend checks and rebases find them in the cache instead of asking the database each."""
+        latest = operation_cache.latest(self.session_id)
+        if latest is None or latest >= self.stored_version:
+            return  # nothing cached to extend (a first change here reads what it needs) or up to date
+        base = max(latest, self.stored_version - operation_cache.max_versions)
+        operations = store.operations_since(
+            self.session_id, base, self.stored_version, max_changes=settings.OT_MAX_REBASE_WORK
+        )
+        if operations:
+            operation_cache.add(self.session_id, operations)
 
     def _log_since(self, base: int) -> list:
         """The change lists accepted after `base`, from the cache, the database and this batch."""
@@ -56,22 +70,16 @@ class LockedDocument:
         if base < self.stored_version:
             stored = operation_cache.since(self.session_id, base, self.stored_version)
             if stored is None:
-                stored = []
-                size = 0
-                rows = (
-                    DocumentOperation.objects.filter(session_id=self.session_id, version__gt=base)
-                    .order_by("version")
-                    .values_list("changes", flat=True)
+                # Versions this process did not make (another process did) or no longer
+                # caches: read them, and keep them, with their seqs (facts once committed).
+                operations = store.operations_since(
+                    self.session_id, base, self.stored_version, max_changes=settings.OT_MAX_REBASE_WORK
                 )
-                for changes in rows.iterator(chunk_size=100):
-                    stored.append(changes)
-                    size += len(changes)
-                    if size > settings.OT_MAX_REBASE_WORK:
-                        # No need to decode the rest of a log too large to rebase over.
-                        raise ResyncRequired(self.code, self.version)
-                if len(stored) != self.stored_version - base:
-                    # Older operations were purged: nothing to rebase over.
+                if operations is None or len(operations) != self.stored_version - base:
+                    # Too much to rebase over, or older operations were purged.
                     raise ResyncRequired(self.code, self.version)
+                operation_cache.add(self.session_id, operations)
+                stored = [operation[3] for operation in operations]
         return stored + [op[3] for op in self.new_ops if op[0] > base]
 
     def _rebase(self, change: CodeChange) -> list:

@@ -108,6 +108,12 @@ class OperationCache:
                 if not requests:
                     del seqs[user_id][seq]
 
+    def latest(self, session_id: uuid.UUID) -> int | None:
+        """The newest version cached for a session, None if none is."""
+        with self.lock:
+            entry = self.entries.get(session_id)
+            return next(reversed(entry)) if entry else None
+
     def since(self, session_id: uuid.UUID, base: int, current: int) -> list | None:
         """The change lists of versions base+1..current, or None if any is missing."""
         with self.lock:

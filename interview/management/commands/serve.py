@@ -1,5 +1,6 @@
 """`manage.py serve`: the production server (daphne) on HOST:PORT from the settings."""
 
+import argparse
 import asyncio
 import gc
 import importlib
@@ -46,7 +47,8 @@ class Command(BaseCommand):
             default=None,
             help="Server processes on the one socket (default: WORKERS, 1); more than 1 needs REDIS_URL.",
         )
-        parser.add_argument("--fd", type=int, default=None, help=argparse_suppress())
+        # How the parent of `--workers` hands each worker the socket: not for users.
+        parser.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
 
     def handle(self, *args, host=None, port=None, workers=None, fd=None, **options):
         host = host or settings.SERVER_HOST
@@ -94,12 +96,6 @@ class Command(BaseCommand):
             self.stdout.write(f"Code execution: {sandbox['mode']} sandbox, languages: {languages}")
         else:
             self.stdout.write(f"Code execution unavailable: {sandbox['reason']}")
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS  # --fd is how the parent hands a worker its socket
 
 
 def _check_configuration(count: int) -> None:

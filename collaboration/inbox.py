@@ -154,6 +154,13 @@ class InboxConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def websocket_disconnect(self, message):
+        # Channels' own, without the same hop (to close stale database connections) at every
+        # disconnect: a fleet of clients leaving at once queued a thread hop each. This
+        # consumer class lists no `groups` for Channels to discard.
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     def connection_started(self) -> None:
         """Called once the channel exists, before the first message."""
 

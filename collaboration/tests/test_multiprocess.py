@@ -2,44 +2,16 @@
 
 import asyncio
 import json
-import socket
 import urllib.request
 import uuid
 
-import pytest
 from websockets.asyncio.client import connect
 
 from collaboration.tests.otclient import OTClient, boundaries
+from collaboration.tests.services import needs_postgres_and_redis
 from interview.testing import RunningServer, http_json
 
-PG = ("127.0.0.1", 5432)
-REDIS = ("127.0.0.1", 6379)
-
-
-def reachable(address) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not (reachable(PG) and reachable(REDIS)), reason="needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379"
-)
-
-
-@pytest.fixture
-def postgres_database():
-    """A fresh PostgreSQL database, dropped afterwards."""
-    import psycopg
-
-    name = f"interview_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+pytestmark = needs_postgres_and_redis
 
 
 async def test_clients_on_two_processes_converge(tmp_path, postgres_database):

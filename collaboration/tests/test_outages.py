@@ -6,24 +6,12 @@ every connection through it closed) and restored on the same port.
 
 import asyncio
 import json
-import socket
 import uuid
 
-import pytest
 from websockets.asyncio.client import connect
 
+from collaboration.tests.services import PG, REDIS, needs_postgres, needs_redis
 from interview.testing import RunningServer, free_port, http_call, http_json, next_message
-
-REDIS = ("127.0.0.1", 6379)
-PG = ("127.0.0.1", 5432)
-
-
-def reachable(address) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 class Forwarder:
@@ -80,7 +68,7 @@ def health(server):
     return lambda: asyncio.to_thread(http_call, f"{server.url}/health")
 
 
-@pytest.mark.skipif(not reachable(REDIS), reason="needs Redis on 127.0.0.1:6379")
+@needs_redis
 async def test_while_redis_is_down_one_process_keeps_serving_and_health_says_so(tmp_path):
     forwarder = Forwarder(REDIS)
     await forwarder.start()
@@ -128,17 +116,12 @@ async def test_while_redis_is_down_one_process_keeps_serving_and_health_says_so(
         await forwarder.cut()
 
 
-@pytest.mark.skipif(not reachable(PG), reason="needs PostgreSQL on 127.0.0.1:5432")
-async def test_while_postgresql_is_down_changes_are_refused_not_lost_and_rest_answers_503(tmp_path):
-    import psycopg
-
-    name = f"interview_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+@needs_postgres
+async def test_while_postgresql_is_down_changes_are_refused_not_lost_and_rest_answers_503(tmp_path, postgres_database):
     forwarder = Forwarder(PG)
     await forwarder.start()
     env = {
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{forwarder.port}/{name}",
+        "DATABASE_URL": postgres_database.replace(":5432/", f":{forwarder.port}/"),
         "WS_RATE_LIMIT_PER_SECOND": "1000",
         "WS_RATE_LIMIT_BURST": "1000",
     }
@@ -176,5 +159,3 @@ async def test_while_postgresql_is_down_changes_are_refused_not_lost_and_rest_an
     finally:
         server.stop()
         await forwarder.cut()
-        with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,25 +1,14 @@
 """The Redis fan-out layer: two layers stand for two processes on one real Redis."""
 
 import asyncio
-import socket
 import uuid
 
 import pytest
 
 from collaboration.redis_layer import RedisFanoutChannelLayer
+from collaboration.tests.services import needs_redis
 
-REDIS = ("127.0.0.1", 6379)
-
-
-def _reachable() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _reachable(), reason="needs Redis on 127.0.0.1:6379")
+pytestmark = needs_redis
 
 
 @pytest.fixture

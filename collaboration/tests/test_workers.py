@@ -21,29 +21,14 @@ import sys
 import uuid
 from collections import deque
 
-import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from collaboration.tests.otclient import OTClient
+from collaboration.tests.services import REDIS_URL, needs_postgres_and_redis
 from interview.testing import BASE_DIR, SERVER_PATIENCE_SECONDS, RunningServer, free_port, http_json, next_message
 
-PG = ("127.0.0.1", 5432)
-REDIS = ("127.0.0.1", 6379)
-REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def reachable(address) -> bool:
-    try:
-        with socket.create_connection(address, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(
-    not (reachable(PG) and reachable(REDIS)), reason="needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379"
-)
+pytestmark = needs_postgres_and_redis
 
 # Fast presence expiry, so a dead worker's users leave /participants within seconds.
 PRESENCE_TTL_SECONDS = 4
@@ -55,19 +40,6 @@ FAST = {
 }
 # The most connections opened to find one on each worker (the kernel's spread is uneven).
 MAX_ATTEMPTS = 60
-
-
-@pytest.fixture
-def postgres_database():
-    """A fresh PostgreSQL database, dropped afterwards."""
-    import psycopg
-
-    name = f"interview_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def worker_env(database_url: str, workers: int = 2) -> dict:

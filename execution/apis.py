@@ -3,6 +3,7 @@
 from channels.db import database_sync_to_async
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 
 from execution import sandbox, services
 from execution.serializers import ExecutionRequestSerializer, ExecutionResultSerializer
@@ -15,7 +16,9 @@ from sessions.selectors import session_get
 
 class ExecutionQueueFull(ApiError):
     def __init__(self):
-        super().__init__(429, "RATE_LIMIT_EXCEEDED", "Too many programs are running; try again shortly.")
+        super().__init__(
+            429, "RATE_LIMIT_EXCEEDED", "Too many programs are running or waiting to run; try again shortly."
+        )
         self.wait = 1
 
 
@@ -28,12 +31,17 @@ class ExecuteView(AsyncAPIView):
         summary="Run code in the sandbox",
         description=(
             "Runs the code in a fresh sandbox (no network, no view of the server, bounded CPU, wall time, "
-            "memory, processes and output). Compile errors, runtime errors, timeouts and limits are answered "
+            "memory, processes and output). When every slot is busy the run waits its turn (fairly across "
+            "sessions and addresses) up to a configured time; a full queue or a wait past that time is 429 "
+            "with `Retry-After`. Compile errors, runtime errors, timeouts and limits are answered "
             "with 200 and `success: false`; `status` says which. With `sessionId`, the result is recorded in "
             "that session's history and sent to its WebSocket clients as `execution-result`."
         ),
         request=ExecutionRequestSerializer,
-        responses={200: ExecutionResultSerializer, 429: error("Too many programs running or queued.")},
+        responses={
+            200: ExecutionResultSerializer,
+            429: error("Too many programs running or queued, or the wait for a slot ran out."),
+        },
         examples=[
             OpenApiExample(
                 "Success",
@@ -60,7 +68,12 @@ class ExecuteView(AsyncAPIView):
             await database_sync_to_async(session_get)(session_id=session_id)
         try:
             result = await services.execution_run(
-                language=data["language"], code=data["code"], stdin=data["stdin"], timeout_s=data["timeout"]
+                language=data["language"],
+                code=data["code"],
+                stdin=data["stdin"],
+                timeout_s=data["timeout"],
+                session_id=session_id,
+                address=BaseThrottle().get_ident(request),
             )
         except sandbox.QueueFull as exc:
             raise ExecutionQueueFull() from exc

@@ -38,19 +38,65 @@ _pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, sandbox.ExecutionP
 
 
 def pool() -> sandbox.ExecutionPool:
-    """The running event loop's pool: EXECUTION_MAX_CONCURRENT at once, EXECUTION_MAX_QUEUE waiting."""
+    """The running event loop's pool: EXECUTION_MAX_CONCURRENT at once, EXECUTION_MAX_QUEUE waiting.
+
+    Only the server's own loop (the one `execution_warm` ran on) keeps EXECUTION_SPARES spare
+    sandboxes per language: a loop made for one call (a test client, a management command)
+    would leave them behind, so there every run builds its own."""
     loop = asyncio.get_running_loop()
     current = _pools.get(loop)
     if current is None:
-        current = _pools[loop] = sandbox.ExecutionPool(settings.EXECUTION_MAX_CONCURRENT, settings.EXECUTION_MAX_QUEUE)
+        spares = None
+        if loop in _server_loops and settings.EXECUTION_SPARES > 0:
+            spares = sandbox.Spares(settings.EXECUTION_SPARES, max_timeout_s=settings.EXECUTION_MAX_TIMEOUT)
+        current = _pools[loop] = sandbox.ExecutionPool(
+            settings.EXECUTION_MAX_CONCURRENT,
+            settings.EXECUTION_MAX_QUEUE,
+            max_queue_per_client=settings.EXECUTION_MAX_QUEUE_PER_CLIENT,
+            max_wait_s=settings.EXECUTION_QUEUE_WAIT,
+            spares=spares,
+        )
     return current
 
 
-async def execution_run(*, language: str, code: str, stdin: str, timeout_s: float) -> sandbox.ExecutionResult:
-    """Run code in the sandbox; raises sandbox.QueueFull when too many runs wait."""
+_server_loops: "weakref.WeakSet[asyncio.AbstractEventLoop]" = weakref.WeakSet()
+
+
+async def execution_run(
+    *, language: str, code: str, stdin: str, timeout_s: float, session_id=None, address: str = ""
+) -> sandbox.ExecutionResult:
+    """Run code in the sandbox, queued fairly by session (or address); raises sandbox.QueueFull
+    when the queue is full for this client or the wait runs out."""
+    key = f"session:{session_id}" if session_id is not None else f"address:{address}"
     return await pool().run(
-        language=language, code=code, stdin=stdin, limits=limits(timeout_s), config=sandbox_config()
+        key=key,
+        address=address,
+        language=language,
+        code=code,
+        stdin=stdin,
+        limits=limits(timeout_s),
+        config=sandbox_config(),
     )
+
+
+def execution_warm() -> None:
+    """Make the running loop the server's (spares kept) and build every available language's spares."""
+    loop = asyncio.get_running_loop()
+    if loop not in _server_loops:
+        _server_loops.add(loop)
+        _pools.pop(loop, None)
+    config = sandbox_config()
+    if not sandbox.sandbox_status(config).usable:
+        return
+    available = [name for name, tc in sandbox.toolchains(config).items() if tc.available]
+    pool().warm(languages=available, limits=limits(settings.EXECUTION_DEFAULT_TIMEOUT), config=config)
+
+
+async def execution_stop() -> None:
+    """Destroy the running loop's spare sandboxes (at a clean stop)."""
+    current = _pools.get(asyncio.get_running_loop())
+    if current is not None:
+        await current.close()
 
 
 def execution_record(*, session_id, language: str, code: str, result: sandbox.ExecutionResult) -> None:

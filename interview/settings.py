@@ -361,7 +361,14 @@ WS_PONG_MAX_DELAY_SECONDS = env.float("WS_PONG_MAX_DELAY_SECONDS", default=5.0)
 # operator choice to run without namespaces (limits only) where bubblewrap cannot work.
 EXECUTION_SANDBOX = env.str("EXECUTION_SANDBOX", default="bwrap")
 EXECUTION_MAX_CONCURRENT = env.int("EXECUTION_MAX_CONCURRENT", default=os.cpu_count() or 1)
-EXECUTION_MAX_QUEUE = env.int("EXECUTION_MAX_QUEUE", default=2 * (os.cpu_count() or 1))
+# Runs wait (fairly across sessions and addresses) up to EXECUTION_QUEUE_WAIT seconds for a
+# slot; at most EXECUTION_MAX_QUEUE wait, of which one session or address at most
+# EXECUTION_MAX_QUEUE_PER_CLIENT; the rest get 429 at once.
+EXECUTION_MAX_QUEUE = env.int("EXECUTION_MAX_QUEUE", default=8 * (os.cpu_count() or 1))
+EXECUTION_MAX_QUEUE_PER_CLIENT = env.int("EXECUTION_MAX_QUEUE_PER_CLIENT", default=4 * (os.cpu_count() or 1))
+EXECUTION_QUEUE_WAIT = env.float("EXECUTION_QUEUE_WAIT", default=10.0)
+# Sandboxes per language built ahead of time, so a run finds its sandbox ready (0: none).
+EXECUTION_SPARES = env.int("EXECUTION_SPARES", default=2)
 EXECUTION_DEFAULT_TIMEOUT = 5
 EXECUTION_MAX_TIMEOUT = 10
 EXECUTION_COMPILE_TIMEOUT = env.float("EXECUTION_COMPILE_TIMEOUT", default=15.0)

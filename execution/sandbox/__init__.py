@@ -139,6 +139,7 @@ from execution.sandbox.host.setup import sandbox_status, toolchains
 from execution.sandbox.languages import LANGUAGES, java_main_class
 from execution.sandbox.pool import ExecutionPool, QueueFull
 from execution.sandbox.run import run_code
+from execution.sandbox.spares import Spares
 from execution.sandbox.types import (
     ExecutionResult,
     Limits,
@@ -156,6 +157,7 @@ __all__ = [
     "QueueFull",
     "SandboxConfig",
     "SandboxStatus",
+    "Spares",
     "Status",
     "ToolchainStatus",
     "java_main_class",

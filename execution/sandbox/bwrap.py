@@ -37,10 +37,16 @@ def cgroup_limits(stage: Stage) -> dict[str, int]:
     return {"memory_bytes": mb(stage.memory_mb + slack), "pids": stage.nproc + BWRAP_PROCS}
 
 
+def cpu_limit(timeout_s: float) -> tuple[int, int]:
+    """RLIMIT_CPU (soft, hard) for a wall time: SIGXCPU one second past it, SIGKILL one more later."""
+    cpu = math.ceil(timeout_s) + 1
+    return cpu, cpu + 1
+
+
 def rlimits(stage: Stage, host: Host) -> list[tuple[int, int, int]]:
     """(resource, soft, hard) for the child, never above what the server itself may use."""
     limits = stage.limits
-    cpu = math.ceil(stage.timeout_s) + 1
+    cpu_soft, cpu_hard = cpu_limit(stage.timeout_s)
     if stage.memory_kind == "managed":
         # Reservations (thread stacks, code cache, class space) are not memory; with a memory
         # cgroup bounding the resident total, the address space can be generous.
@@ -53,7 +59,7 @@ def rlimits(stage: Stage, host: Host) -> list[tuple[int, int, int]]:
     if host.uids is None:  # shared uid: count what it already runs
         nproc += uid_task_count(os.getuid())
     wanted = [
-        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_CPU, cpu_soft, cpu_hard),
         (resource.RLIMIT_AS, address_space, address_space),
         (resource.RLIMIT_NPROC, nproc, nproc),
         (resource.RLIMIT_FSIZE, mb(limits.file_size_mb), mb(limits.file_size_mb)),

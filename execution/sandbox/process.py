@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
+import resource
+import shlex
 import signal
 import subprocess
 import threading
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, make_preexec, rlimits
+from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, cpu_limit, make_preexec, rlimits
 from execution.sandbox.host.cgroups import StageCgroup
 from execution.sandbox.host.reaper import become_subreaper, kill_uid_processes, reap_pidfd
 from execution.sandbox.host.toolchains import Toolchain
@@ -65,33 +68,13 @@ async def run_stage_with_own_uid(host: Host, stage: Stage) -> Outcome:
 
 
 async def run_stage(host: Host, stage: Stage) -> Outcome:
-    """Run one stage to its end; returns only once every process of it is gone."""
-    isolated = host.config.mode == "bwrap"  # never run unsandboxed unless configured so
-    outcome = Outcome()
-    cgroup = None
-    if host.cgroups:
-        try:
-            cgroup = StageCgroup(host.cgroups, **cgroup_limits(stage))
-        except OSError:
-            cgroup = None  # a full or vanished hierarchy: rlimits still apply
-    sandbox = StageProcess(host, stage, isolated=isolated)
+    """Start a stage, run its command at once, and return only once every process of it is gone."""
+    sandbox = StageProcess(host, stage)
     try:
-        started = time.monotonic()
-        try:
-            await sandbox.start(cgroup)
-        except (OSError, subprocess.SubprocessError) as exc:
-            outcome.start_error = f"could not start the sandbox: {exc}"
-            return outcome
-        await sandbox.supervise(outcome)
-        outcome.elapsed_s = time.monotonic() - started
-        if cgroup and cgroup.oom_killed():
-            outcome.oom_killed = True
+        await sandbox.start()
+        return await sandbox.go(stage.cmd, stage.stdin, stage.timeout_s)
     finally:
-        # Also on cancellation: kill and wait until every process of the stage is gone.
-        await uncancellable(sandbox.close())
-        if cgroup:
-            cgroup.close()
-    return outcome
+        await uncancellable(sandbox.close())  # also on cancellation
 
 
 async def uncancellable(awaitable):
@@ -111,8 +94,20 @@ async def uncancellable(awaitable):
     return result
 
 
+# What a started sandbox runs until its program is known: a shell that reads one line (the
+# command, from the server) and evals it; dash's `read` takes one byte at a time from a pipe,
+# so the rest of stdin is left, untouched, for the program.
+WAITING_STUB = ["/bin/sh", "-c", 'IFS= read -r line || exit 0; eval "$line"']
+
+
 class StageProcess:
     """One stage's process tree: the outer process, the sandbox's pid 1, and everything below.
+
+    It is started before its program is known (``start``: the sandbox is built, its cgroup
+    made, and a shell waits in it), then given the program once (``go``: the shell lowers the
+    CPU limit to the run's and execs it; stdin follows), then destroyed (``close``). A
+    started stage may wait for its program as long as it likes: that is how sandboxes are
+    made ahead of time (``spares.py``).
 
     Exits are watched with pidfds, not with ``Process.wait()``, which in Python 3.11 also
     waits for the pipes to close (a detached child holding stdout would look like a hang).
@@ -124,8 +119,13 @@ class StageProcess:
     namespace is gone) and reaps it.
     """
 
-    def __init__(self, host: Host, stage: Stage, *, isolated: bool) -> None:
-        self.host, self.stage, self.isolated = host, stage, isolated
+    def __init__(self, host: Host, stage: Stage) -> None:
+        self.host, self.stage = host, stage
+        self.isolated = host.config.mode == "bwrap"  # never run unsandboxed unless configured so
+        self.cgroup: StageCgroup | None = None
+        self.start_error: str | None = None
+        self._cpu: tuple[int, int] = (0, 0)  # RLIMIT_CPU (soft, hard) the stage was started with
+        self._used = False
         self.proc: asyncio.subprocess.Process | None = None
         self._pidfds: list[int] = []
         self._watched: list[int] = []
@@ -137,10 +137,28 @@ class StageProcess:
         self._info_done: asyncio.Future[None] | None = None
         self._closed = False
 
-    async def start(self, cgroup: StageCgroup | None) -> None:
+    async def start(self) -> None:
+        """Build the sandbox with its waiting shell; a failure is kept in ``start_error``."""
+        if self.host.cgroups:
+            try:
+                self.cgroup = StageCgroup(self.host.cgroups, **cgroup_limits(self.stage))
+            except OSError:
+                self.cgroup = None  # a full or vanished hierarchy: rlimits still apply
+        try:
+            await self._spawn()
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.start_error = f"could not start the sandbox: {exc}"
+
+    @property
+    def alive(self) -> bool:
+        """Started, not yet given a program, and still waiting for one."""
+        return self.proc is not None and not self._used and not (self.outer_exited and self.outer_exited.done())
+
+    async def _spawn(self) -> None:
         stage, host = self.stage, self.host
         loop = asyncio.get_running_loop()
         become_subreaper()  # one syscall; the attribute is not inherited by forked workers
+        stage = dataclasses.replace(stage, cmd=WAITING_STUB)
         pass_fds: tuple[int, ...] = ()
         info_w = None
         if self.isolated:
@@ -152,17 +170,19 @@ class StageProcess:
         else:
             argv, cwd = stage.cmd, stage.workdir or host.work_root
             env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
+        limits = rlimits(stage, host)
+        self._cpu = next((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU)
         preexec = make_preexec(
             mntns_fd=host.mntns_fd,
-            rlimits=rlimits(stage, host),
-            cgroup_fds=cgroup.procs_fds if cgroup else [],
+            rlimits=limits,
+            cgroup_fds=self.cgroup.procs_fds if self.cgroup else [],
             uid=stage.uid,
             cwd=cwd,
         )
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.PIPE if stage.stdin else asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
@@ -227,7 +247,26 @@ class StageProcess:
         if self._info_done is not None and not self._info_done.done():
             self._info_done.set_result(None)
 
-    async def supervise(self, outcome: Outcome) -> None:
+    async def go(self, cmd: list[str], stdin: bytes, timeout_s: float) -> Outcome:
+        """Run `cmd` in the started sandbox for at most `timeout_s`; returns once every process is gone."""
+        outcome = Outcome()
+        if self._used:
+            raise RuntimeError("a sandbox runs one program only")
+        self._used = True
+        if self.start_error is not None or self.proc is None:
+            outcome.start_error = self.start_error or "the sandbox was not started"
+            return outcome
+        soft, hard = cpu_limit(timeout_s)
+        soft, hard = min(soft, self._cpu[0]), min(hard, self._cpu[1])
+        line = f"unset PWD; ulimit -S -t {soft}; ulimit -H -t {hard}; exec {shlex.join(cmd)}\n"
+        started = time.monotonic()
+        await self.supervise(outcome, line.encode() + stdin, timeout_s)
+        outcome.elapsed_s = time.monotonic() - started
+        if self.cgroup and self.cgroup.oom_killed():
+            outcome.oom_killed = True
+        return outcome
+
+    async def supervise(self, outcome: Outcome, stdin: bytes, timeout_s: float) -> None:
         proc, stage = self.proc, self.stage
         assert proc is not None and self.outer_exited is not None
         budget = [stage.limits.output_bytes]
@@ -261,11 +300,11 @@ class StageProcess:
             asyncio.create_task(pump(proc.stderr, outcome.stderr)),  # type: ignore[arg-type]
         ]
         if proc.stdin:
-            tasks.append(asyncio.create_task(feed(proc.stdin, stage.stdin)))
+            tasks.append(asyncio.create_task(feed(proc.stdin, stdin)))
         capped = asyncio.create_task(over_cap.wait())
         try:
             done, _ = await asyncio.wait(
-                {self.outer_exited, capped}, timeout=stage.timeout_s, return_when=asyncio.FIRST_COMPLETED
+                {self.outer_exited, capped}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if self.outer_exited not in done:
                 outcome.timed_out = not over_cap.is_set()
@@ -291,8 +330,12 @@ class StageProcess:
         self._closed = True
         try:
             if self.proc is not None:
+                if self.proc.stdin is not None and not self._used:
+                    self.proc.stdin.close()  # a sandbox never given a program: its shell reads EOF
                 await self._close_tree()
         finally:
+            if self.cgroup:
+                self.cgroup.close()
             self._stop_info()
             loop = asyncio.get_running_loop()
             for fd in self._watched:

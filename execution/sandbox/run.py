@@ -1,4 +1,4 @@
-"""One run, as named steps: check, prepare the directory, compile, run, collect the verdict, clean up."""
+"""One run, as named steps: check, take or build its box, write the source, compile, run, the verdict, clean up."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 
 from execution.sandbox import verdicts
 from execution.sandbox.host.setup import Host, host_for, ready_host, ready_toolchains, toolchains
-from execution.sandbox.host.toolchains import Toolchain
-from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.languages import REGISTRY, Commands, Context, Language
-from execution.sandbox.process import Stage, run_stage, uncancellable
+from execution.sandbox.process import uncancellable
+from execution.sandbox.spares import Box, BoxShape, Spares, box_open
 from execution.sandbox.types import ExecutionResult, Limits, SandboxConfig
-from execution.sandbox.workdir import make_workdir, remove_workdir
+from execution.sandbox.workdir import write_source
 
 _JAVAC_ARCHIVE_IN_SANDBOX = "/cds/javac.jsa"
 
@@ -23,13 +22,14 @@ class _Run:
     """What every step of one run reads."""
 
     language: Language
-    host: Host
-    toolchain: Toolchain
-    limits: Limits
+    shape: BoxShape
     commands: Commands
     stdin: str
     started: float
-    compile_binds: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
+
+    @property
+    def limits(self) -> Limits:
+        return self.shape.limits
 
 
 async def run_code(
@@ -39,28 +39,48 @@ async def run_code(
     stdin: str = "",
     limits: Limits | None = None,
     config: SandboxConfig | None = None,
+    spares: Spares | None = None,
 ) -> ExecutionResult:
-    """Compile if needed and run `code` in a fresh sandbox; never raises for bad programs."""
+    """Compile if needed and run `code` in fresh sandboxes (a spare box if one is ready);
+    never raises for bad programs."""
     started = time.monotonic()
     run = await _check(language, code, stdin, limits or Limits(), config or SandboxConfig(), started)
     if isinstance(run, ExecutionResult):
         return run
-    async with uid_slot(run.host.uids) as uid:
-        try:
-            workdir = make_workdir(run.host.work_root, run.commands.source, code, uid)
-        except OSError as exc:
-            message = f"Code execution is unavailable: cannot prepare a run directory ({exc})"
-            return verdicts.unavailable(message, started)
-        try:
-            if run.commands.compile is not None:
-                out = await run_stage(run.host, _stage(run, run.commands.compile, workdir, uid, compiling=True))
-                failure = verdicts.compile_failure(run.language, out, run.limits, started)
-                if failure is not None:
-                    return failure
-            out = await run_stage(run.host, _stage(run, run.commands.run, workdir, uid, compiling=False))
-            return verdicts.run_verdict(run.language, out, run.limits, started)
-        finally:
-            await uncancellable(asyncio.to_thread(remove_workdir, workdir))
+    box = spares.take(run.shape) if spares is not None else None
+    try:
+        if box is None:
+            try:
+                box = await box_open(run.shape)
+            except OSError as exc:
+                return verdicts.unavailable(
+                    f"Code execution is unavailable: cannot prepare a run directory ({exc})", started
+                )
+        return await _execute(run, box, code)
+    finally:
+        if box is not None:
+            await uncancellable(box.close())
+        if spares is not None:
+            spares.replenish(run.shape)
+
+
+async def _execute(run: _Run, box: Box, code: str) -> ExecutionResult:
+    """Write the source into the box, compile if the language does, run: the verdict."""
+    try:
+        write_source(box.workdir, run.commands.source, code)
+    except OSError as exc:
+        return verdicts.unavailable(
+            f"Code execution is unavailable: cannot prepare a run directory ({exc})", run.started
+        )
+    limits = run.limits
+    if run.commands.compile is not None and box.compile is not None:
+        out = await box.compile.go(run.commands.compile, b"", limits.compile_timeout_s)
+        failure = verdicts.compile_failure(run.language, out, limits, run.started)
+        if failure is not None:
+            return failure
+    assert box.run is not None
+    out = await box.run.go(run.commands.run, run.stdin.encode("utf-8", errors="replace"), limits.timeout_s)
+    return verdicts.run_verdict(run.language, out, limits, run.started)
 
 
 async def _check(
@@ -76,40 +96,27 @@ async def _check(
     statuses = ready_toolchains(config) or await asyncio.to_thread(toolchains, config)
     if not statuses[name].available:
         return verdicts.unavailable(f"{language.LABEL} is not available: {statuses[name].reason}", started)
+    shape = _shape(language, host, limits, config)
+    commands = language.commands(code, shape.context)
+    return _Run(language, shape, commands, stdin, started)
+
+
+def box_shape(name: str, limits: Limits, config: SandboxConfig) -> BoxShape | None:
+    """The shape of a run's box for this language, if the host and its toolchain are set up and usable."""
+    language, host, statuses = REGISTRY.get(name), ready_host(config), ready_toolchains(config)
+    if language is None or host is None or statuses is None:
+        return None
+    if not host.status.usable or not statuses[name].available:
+        return None
+    return _shape(language, host, limits, config)
+
+
+def _shape(language: Language, host: Host, limits: Limits, config: SandboxConfig) -> BoxShape:
     compile_binds: tuple[tuple[str, str], ...] = ()
     archive = host.javac_archive if language.NAME == "java" else None
     if archive and config.mode == "bwrap":
         compile_binds, archive = ((archive, _JAVAC_ARCHIVE_IN_SANDBOX),), _JAVAC_ARCHIVE_IN_SANDBOX
-    toolchain = host.toolchains[name]
+    toolchain = host.toolchains[language.NAME]
     memory_cgroup = any("memory" in h.controllers for h in host.cgroups)
     context = Context(toolchain, limits, memory_cgroup=memory_cgroup, compiler_archive=archive)
-    commands = language.commands(code, context)
-    return _Run(language, host, toolchain, limits, commands, stdin, started, compile_binds)
-
-
-def _stage(run: _Run, cmd: list[str], workdir: str, uid: int | None, *, compiling: bool) -> Stage:
-    """The compile or the run stage: the same sandbox, each with the limits of its kind."""
-    limits = run.limits
-    if compiling:
-        timeout_s, memory_mb = limits.compile_timeout_s, limits.compile_memory_mb
-        nproc, nofile = max(limits.max_processes, 64), max(limits.open_files, 256)
-        stdin, binds = b"", run.compile_binds
-    else:
-        timeout_s, memory_mb = limits.timeout_s, limits.memory_mb
-        nproc, nofile = limits.max_processes, limits.open_files
-        stdin, binds = run.stdin.encode("utf-8", errors="replace"), ()
-    return Stage(
-        cmd=cmd,
-        toolchain=run.toolchain,
-        timeout_s=timeout_s,
-        limits=limits,
-        memory_kind=run.language.MEMORY_KIND,
-        memory_mb=memory_mb,
-        nproc=nproc,
-        nofile=nofile,
-        env=run.language.ENV,
-        stdin=stdin,
-        workdir=workdir,
-        uid=uid,
-        extra_binds=binds,
-    )
+    return BoxShape(language, limits, compile_binds, host=host, toolchain=toolchain, context=context)

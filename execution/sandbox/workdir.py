@@ -1,4 +1,4 @@
-"""The run directory: created private with the source in it, removed without following links."""
+"""The run directory: created private, the source written in, removed without following links."""
 
 from __future__ import annotations
 
@@ -9,28 +9,37 @@ import stat
 import tempfile
 
 
-def make_workdir(work_root: str, source_name: str, code: str, uid: int | None) -> str:
-    """A fresh 0700 directory holding the source, handed to the run's uid via its descriptor."""
+def make_workdir(work_root: str, uid: int | None) -> str:
+    """A fresh, empty 0700 directory, handed to the run's uid via its descriptor."""
     path = tempfile.mkdtemp(prefix="exec-", dir=work_root)
     try:
-        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        try:
-            fd = os.open(
-                source_name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=dir_fd,
-            )
-            with os.fdopen(fd, "wb") as f:
-                f.write(code.encode("utf-8", errors="replace"))
-            if uid is not None:
+        if uid is not None:
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
                 os.fchown(dir_fd, uid, uid)
-        finally:
-            os.close(dir_fd)
+            finally:
+                os.close(dir_fd)
     except BaseException:
         remove_workdir(path)
         raise
     return path
+
+
+def write_source(workdir: str, source_name: str, code: str) -> None:
+    """The program's source in its run directory, written before anything of the run has run
+    there (so no link can have been planted); O_EXCL|O_NOFOLLOW all the same."""
+    dir_fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = os.open(
+            source_name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o644,
+            dir_fd=dir_fd,
+        )
+        with os.fdopen(fd, "wb") as f:
+            f.write(code.encode("utf-8", errors="replace"))
+    finally:
+        os.close(dir_fd)
 
 
 def remove_workdir(path: str) -> None:

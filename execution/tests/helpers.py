@@ -39,7 +39,8 @@ async def run(language, code, stdin="", limits=None, config=CONFIG) -> Execution
 
 
 def processes_of_run_uids() -> list[tuple[int, int]]:
-    """(pid, uid) of live processes of the per-run uid range started by this test process.
+    """(pid, uid) of live processes of the per-run uid range started by this test process
+    (directly, not by a server it started: a server's spare sandboxes are its own).
 
     Other processes on the machine (another test session, a server) may use the same range.
     """
@@ -56,8 +57,9 @@ def processes_of_run_uids() -> list[tuple[int, int]]:
     me, found = os.getpid(), []
     for pid, uid in uids.items():
         if low <= uid < high:
+            # Through run-uid processes only: a server this test started (not a run uid) owns its own.
             ancestor, hops = parents.get(pid), 0
-            while ancestor not in (None, 0, 1, me) and hops < 64:
+            while ancestor not in (None, 0, 1, me) and low <= uids.get(ancestor, -1) < high and hops < 64:
                 ancestor, hops = parents.get(ancestor), hops + 1
             if ancestor == me:
                 found.append((pid, uid))

@@ -17,7 +17,7 @@ from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.languages.java import JAVA_FAST
 from execution.sandbox.process import Stage, in_fresh_loop, run_stage, uncancellable
 from execution.sandbox.types import Limits
-from execution.sandbox.workdir import make_workdir, remove_workdir
+from execution.sandbox.workdir import make_workdir, remove_workdir, write_source
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -66,8 +66,9 @@ def javac_archive(host: Host) -> str | None:
 
 async def _dump_javac_archive(host: Host, tc: Toolchain, cache_dir: str) -> str | None:
     async with uid_slot(host.uids) as uid:
-        workdir = make_workdir(host.work_root, "Warmup.java", _JAVAC_WARMUP, uid)
+        workdir = make_workdir(host.work_root, uid)
         try:
+            write_source(workdir, "Warmup.java", _JAVAC_WARMUP)
             stage = Stage(
                 cmd=[
                     tc.binaries["javac"],

@@ -92,17 +92,23 @@ def uid_has_processes(uid: int) -> bool:
     return False
 
 
-@contextlib.asynccontextmanager
-async def uid_slot(slots: UidSlots | None):
-    """A uid for one run (None when runs keep the server's uid), released afterwards."""
+async def uid_take(slots: UidSlots | None) -> int | None:
+    """A uid for one run (None when runs keep the server's uid); the caller releases it."""
     if slots is None:
-        yield None
-        return
+        return None
     uid = slots.try_acquire()
     while uid is None:  # more concurrent runs than uids: wait for one
         await asyncio.sleep(0.02)
         uid = slots.try_acquire()
+    return uid
+
+
+@contextlib.asynccontextmanager
+async def uid_slot(slots: UidSlots | None):
+    """A uid for one run (None when runs keep the server's uid), released afterwards."""
+    uid = await uid_take(slots)
     try:
         yield uid
     finally:
-        slots.release(uid)
+        if slots is not None and uid is not None:
+            slots.release(uid)

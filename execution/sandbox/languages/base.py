@@ -34,6 +34,7 @@ class Language(Protocol):
 
     NAME: str  # the API's value
     LABEL: str  # the name in sentences ("C++ is not available")
+    COMPILED: bool  # a compile stage comes before the run stage (its commands' `compile` is set)
     MEMORY_KIND: str  # "native" (RLIMIT_AS = memory) or "managed" (JVM / V8: a heap flag, AS = memory + slack)
     VERSION_COMMAND: tuple[str, tuple[str, ...]]  # (binary role, arguments) printing the version
     COMPILE_ERROR: re.Pattern[str] | None  # the first line matching it is the compile error

@@ -12,6 +12,7 @@ NAME = "cpp"
 LABEL = "C++"
 MEMORY_KIND = "native"
 VERSION_COMMAND = ("gxx", ("--version",))
+COMPILED = True
 COMPILE_ERROR = re.compile(r"error:")
 ENV: dict[str, str] = {}
 

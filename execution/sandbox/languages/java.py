@@ -13,6 +13,7 @@ NAME = "java"
 LABEL = "Java"
 MEMORY_KIND = "managed"
 VERSION_COMMAND = ("javac", ("-J-Xshare:auto", "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", "-version"))
+COMPILED = True
 COMPILE_ERROR = re.compile(r"^\S+\.java:\d+: error:")
 ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
 

@@ -12,6 +12,7 @@ NAME = "javascript"
 LABEL = "JavaScript"
 MEMORY_KIND = "managed"
 VERSION_COMMAND = ("node", ("--version",))
+COMPILED = False
 COMPILE_ERROR = None
 ENV: dict[str, str] = {"MALLOC_ARENA_MAX": "2"}
 

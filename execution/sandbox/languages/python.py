@@ -14,6 +14,7 @@ NAME = "python"
 LABEL = "Python"
 MEMORY_KIND = "native"
 VERSION_COMMAND = ("python", ("-I", "-S", "-c", "import sys; print('Python ' + sys.version.split()[0])"))
+COMPILED = False
 COMPILE_ERROR = None
 ENV: dict[str, str] = {}
 

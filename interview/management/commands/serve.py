@@ -380,10 +380,14 @@ class BoundedServer(Server):
         signal.signal(signal.SIGINT, signal.SIG_IGN if settings.WORKER_INDEX else self.on_stop_signal)
         from channels.layers import get_channel_layer
 
+        from execution.services import execution_warm
+
         layer = get_channel_layer()
+        loop = asyncio.get_event_loop()
         if hasattr(layer, "serve_here"):
             # This loop lives as long as the server (on it once it runs: startup comes first).
-            asyncio.get_event_loop().call_soon(layer.serve_here)
+            loop.call_soon(layer.serve_here)
+        loop.call_soon(execution_warm)  # the spare sandboxes, built on the loop that uses them
 
     def on_stop_signal(self, signum, _frame) -> None:
         from twisted.internet import reactor
@@ -408,6 +412,7 @@ class BoundedServer(Server):
 
         from collaboration.presence import open_connections
         from collaboration.writer import get_writer
+        from execution.services import execution_stop
 
         logger.warning(
             "Stopping (%s): closing WebSockets with %d once changes in flight commit", reason, CLOSE_SERVICE_RESTART
@@ -426,6 +431,7 @@ class BoundedServer(Server):
             while open_connections() and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             await _bounded(writer.idle(), DRAIN_COMMIT_SECONDS)
+            await _bounded(execution_stop(), DRAIN_COMMIT_SECONDS)  # the spare sandboxes and their directories
         except Exception:
             logger.exception("Could not stop cleanly; stopping now")
         finally:

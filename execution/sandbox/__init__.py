@@ -58,7 +58,13 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   or a delegated v2 subtree), each stage also gets its own cgroup with a memory limit
   (``memory.limit_in_bytes``/``memory.max``, swap off) and ``pids.max``; the child joins
   it before exec, and its ``oom_kill`` counter tells an OOM kill apart from other kills.
-  Without cgroups everything still works on rlimits alone.
+  On v2 a controller works in a cgroup only if its parent enables it, and a cgroup other
+  than the root cannot both hold processes and enable controllers: so a server alone in
+  its (delegated) cgroup moves itself into the leaf ``<cgroup>/interview-exec-server``,
+  enables ``+memory +pids`` in its cgroup and makes the stages' cgroups beside the leaf;
+  a process started later in the leaf uses the same parent. Processes that are not the
+  server's are never moved (then v2 cgroups are not used). Without cgroups everything
+  still works on rlimits alone.
 
 * **Memory per language.** ``memory_mb`` bounds what the program itself can use:
   Python and C++ get ``RLIMIT_AS = memory_mb`` (an allocation past it fails:
@@ -106,9 +112,10 @@ cgroups, wall time, output cap, a minimal environment, and after every run a kil
 process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
 its orphans.
 
-Side effects on the server process: it becomes a child subreaper (set once when the host is set up)
-and keeps one mount-namespace file descriptor when a toolchain lives under a root-only
-directory. Nothing else about the server changes.
+Side effects on the server process: it becomes a child subreaper (set once when the host is set up),
+keeps one mount-namespace file descriptor when a toolchain lives under a root-only
+directory, and on cgroup v2 may move itself into the leaf ``interview-exec-server`` of its
+own cgroup (see above). Nothing else about the server changes.
 
 Result conventions
 ==================

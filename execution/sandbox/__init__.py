@@ -35,8 +35,10 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   program's uid maps to the per-run uid outside, never to 0. Because root is exempt from
   ``RLIMIT_NPROC`` and an unprivileged uid is not, and because no one else uses that uid,
   the process limit counts exactly this run's processes and threads. When the server
-  is not root, runs keep the server's uid (and ``RLIMIT_NPROC`` is set to the uid's
-  current task count plus the limit: weaker, documented).
+  is not root, runs keep the server's uid and ``RLIMIT_NPROC`` is set to the uid's
+  current task count plus the limit: the server's own threads and every concurrent run
+  draw on that one count, and only a pids cgroup bounds a run by itself (weaker; the
+  README's "Running unprivileged" and ``check_sandbox`` say so).
 
 * **Toolchains under a root-only directory.** The server's Python lives under
   ``/root`` (mode 0700), which the per-run uid cannot traverse, and bwrap 0.8 calls

@@ -35,8 +35,10 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   program's uid maps to the per-run uid outside, never to 0. Because root is exempt from
   ``RLIMIT_NPROC`` and an unprivileged uid is not, and because no one else uses that uid,
   the process limit counts exactly this run's processes and threads. When the server
-  is not root, runs keep the server's uid (and ``RLIMIT_NPROC`` is set to the uid's
-  current task count plus the limit: weaker, documented).
+  is not root, runs keep the server's uid and ``RLIMIT_NPROC`` is set to the uid's
+  current task count plus the limit: the server's own threads and every concurrent run
+  draw on that one count, and only a pids cgroup bounds a run by itself (weaker; the
+  README's "Running unprivileged" and ``check_sandbox`` say so).
 
 * **Toolchains under a root-only directory.** The server's Python lives under
   ``/root`` (mode 0700), which the per-run uid cannot traverse, and bwrap 0.8 calls
@@ -58,7 +60,13 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   or a delegated v2 subtree), each stage also gets its own cgroup with a memory limit
   (``memory.limit_in_bytes``/``memory.max``, swap off) and ``pids.max``; the child joins
   it before exec, and its ``oom_kill`` counter tells an OOM kill apart from other kills.
-  Without cgroups everything still works on rlimits alone.
+  On v2 a controller works in a cgroup only if its parent enables it, and a cgroup other
+  than the root cannot both hold processes and enable controllers: so a server alone in
+  its (delegated) cgroup moves itself into the leaf ``<cgroup>/interview-exec-server``,
+  enables ``+memory +pids`` in its cgroup and makes the stages' cgroups beside the leaf;
+  a process started later in the leaf uses the same parent. Processes that are not the
+  server's are never moved (then v2 cgroups are not used). Without cgroups everything
+  still works on rlimits alone.
 
 * **Memory per language.** ``memory_mb`` bounds what the program itself can use:
   Python and C++ get ``RLIMIT_AS = memory_mb`` (an allocation past it fails:
@@ -106,9 +114,10 @@ cgroups, wall time, output cap, a minimal environment, and after every run a kil
 process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
 its orphans.
 
-Side effects on the server process: it becomes a child subreaper (set once when the host is set up)
-and keeps one mount-namespace file descriptor when a toolchain lives under a root-only
-directory. Nothing else about the server changes.
+Side effects on the server process: it becomes a child subreaper (set once when the host is set up),
+keeps one mount-namespace file descriptor when a toolchain lives under a root-only
+directory, and on cgroup v2 may move itself into the leaf ``interview-exec-server`` of its
+own cgroup (see above). Nothing else about the server changes.
 
 Result conventions
 ==================

@@ -99,6 +99,35 @@ def _probes(*, port: int, env_name: str, env_value: str, write_name: str) -> lis
     ]
 
 
+def shared_uid_notes(report: dict, *, max_processes: int) -> list[str]:
+    """What runs get and lose when the server is not root and they share its uid (none otherwise)."""
+    if report["perRunUid"] or not report["usable"]:
+        return []
+    notes = [
+        f"RLIMIT_NPROC counts every process and thread of the server's uid: a run may start {max_processes} "
+        "more than the uid ran when it began, so the server's own threads and every run beside it draw "
+        "on the same count (one run's fork bomb leaves the runs beside it fewer).",
+    ]
+    if "pids" in report["cgroups"]:
+        notes.append("Each run's own pids cgroup still bounds its processes by itself.")
+    else:
+        notes.append(
+            "No pids cgroup is writable here, so nothing bounds one run's processes apart from that shared "
+            "count (a delegated cgroup v2 subtree would: see the README, Running unprivileged)."
+        )
+    if report["isolated"]:
+        notes.append(
+            "Runs still cannot see or signal each other or the server (a pid namespace each) and see no "
+            "files but their own directory (a mount namespace each)."
+        )
+    else:
+        notes.append(
+            "Without namespaces a run is the server as far as the kernel can tell: it can read the server's "
+            "files and environment, signal it, and leave detached processes running after its answer."
+        )
+    return notes
+
+
 def _detail(result: sandbox.ExecutionResult) -> str:
     """Why a check failed, in a few words."""
     if result.success:
@@ -137,7 +166,13 @@ class Command(BaseCommand):
         if report["reason"]:
             write(f"Reason:          {report['reason']}")
         write(f"bwrap:           {report['bwrapVersion'] or '-'}")
-        write(f"Per-run uid:     {'yes' if report['perRunUid'] else 'no'}")
+        notes = shared_uid_notes(report, max_processes=settings.EXECUTION_MAX_PROCESSES)
+        if notes:
+            write("Per-run uid:     no: the server is not root, so every run uses the server's own uid")
+            for note in notes:
+                write(f"  - {note}")
+        else:
+            write(f"Per-run uid:     {'yes' if report['perRunUid'] else 'no'}")
         write(f"cgroups:         {', '.join(report['cgroups']) or 'none (rlimits only)'}")
         write("Languages:")
         for name, toolchain in report["languages"].items():

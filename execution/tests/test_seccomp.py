@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from execution.sandbox import SandboxConfig, sandbox_status
-from execution.sandbox.host import seccomp
+from execution.sandbox.host import seccomp, setup
 from execution.tests.helpers import STATUS, needs, needs_sandbox, run
 
 pytestmark = [needs_sandbox, pytest.mark.usefixtures("nothing_left_behind")]
@@ -346,5 +346,22 @@ class TestWithoutLibseccomp:
             code = PRELUDE + 'call("unshare", 272, 0)\nprint("went on")\n'
             result = await run("python", code, config=config)
             assert result.stdout == "unshare returned 0\nwent on\n", result
+        finally:
+            shutil.rmtree(work_root, ignore_errors=True)
+
+    async def test_a_filter_bwrap_cannot_apply_is_dropped_and_said(self, monkeypatch):
+        """Where bwrap refuses the filter (here 7 bytes, not whole instructions), runs go on without it."""
+        monkeypatch.setattr(setup, "compile_filter", lambda: seccomp.Compiled(b"\0" * 7, None))
+        work_root = tempfile.mkdtemp(prefix="bad-seccomp-")
+        os.chmod(work_root, 0o711)
+        try:
+            config = SandboxConfig(work_root=work_root)
+            status = sandbox_status(config)
+            assert (status.usable, status.isolated, status.seccomp) == (True, True, False)
+            assert status.seccomp_note == (
+                "bwrap could not apply the filter: bwrap: Invalid seccomp data, must be multiple of 8"
+            )
+            result = await run("python", "print('ran')", config=config)
+            assert result.stdout == "ran\n", result
         finally:
             shutil.rmtree(work_root, ignore_errors=True)

@@ -134,7 +134,10 @@ def _set_up_host(config: SandboxConfig) -> Host:
         compiled = compile_filter()  # once per host; each stage reads it from host.seccomp_fd
         seccomp_note = compiled.note
         if compiled.bpf is not None:
-            host.seccomp_fd = sealed_memfd(compiled.bpf)
+            try:
+                host.seccomp_fd = sealed_memfd(compiled.bpf)
+            except OSError as exc:
+                seccomp_note = f"the filter could not be kept in a memfd ({exc})"
     # Really start something once, the way every run will be started.
     true = resolve_binary(None, ["true"]) or "/usr/bin/true"
     outcome = run_sync(host, trial_stage([true]))
@@ -144,7 +147,7 @@ def _set_up_host(config: SandboxConfig) -> Host:
         if retry.returncode == 0:
             outcome = retry
     if outcome.returncode != 0 and host.seccomp_fd is not None:
-        # A kernel without seccomp filters: bwrap cannot apply it. Run without, and say so.
+        # bwrap could not apply the filter (a kernel without seccomp filters, say): run without it, and say so.
         refused, filter_fd, host.seccomp_fd = _failure(outcome), host.seccomp_fd, None
         retry = run_sync(host, trial_stage([true]))
         if retry.returncode == 0:

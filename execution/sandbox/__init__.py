@@ -1,4 +1,4 @@
-"""Runs untrusted candidate code in a sandbox: a pure package (standard library only, asyncio).
+"""Runs untrusted candidate code in a sandbox: a pure package (standard library and pyseccomp, asyncio).
 
 How a run is contained
 ======================
@@ -23,6 +23,30 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   There is no network interface but a private loopback. Neither bwrap's init nor the
   program has any capability (``CapBnd`` 0, ``NoNewPrivs``), and the sandbox cannot
   create further user namespaces.
+
+* **A system-call filter (seccomp).** ``host/seccomp.py`` lists, as data with a reason per
+  family, the calls no interview program needs: tracing (``ptrace``, ``process_vm_*``,
+  ``kcmp``, ``pidfd_getfd``), mounts (``mount``, ``umount2``, ``pivot_root``, ``chroot``,
+  the ``fs*``/``open_tree``/``move_mount``/``mount_setattr`` API), namespaces
+  (``unshare``, ``setns``, ``clone`` with a ``CLONE_NEW*`` flag), keyrings, ``bpf``,
+  ``perf_event_open``, ``userfaultfd``, ``io_uring_*``, kernel code (modules, ``kexec``),
+  setting the clocks, file handles (``open_by_handle_at``), host administration (reboot,
+  swap, accounting, quotas, ``syslog``, ``vhangup``, ``iopl``/``ioperm``) and any
+  ``personality`` but the query. Each fails with ``EPERM`` and the program goes on.
+  ``clone3``, whose flags sit behind a pointer a filter cannot read, answers ``ENOSYS``:
+  glibc then falls back to ``clone`` (threads, ``fork`` and ``posix_spawn`` keep working,
+  as under Docker's profile). Calls of another ABI (i386 ``int 0x80``, x32) fail with
+  ``EPERM`` before any rule. Everything else is allowed: the filter is a deny list, so
+  the compilers, the JVM and Node.js run unchanged. libseccomp (through the ``pyseccomp``
+  ctypes binding) compiles it once per host to classic BPF, kept in a sealed memfd; each
+  stage reopens it through ``/proc/self/fd`` (a descriptor of its own, at offset 0: bwrap
+  reads to the end and closes it) and passes it with ``--seccomp``; bwrap applies it
+  right before it execs the program, so its own set-up is not filtered. Without the
+  binding or libseccomp, or where bwrap cannot apply the filter (a kernel without
+  seccomp), runs go on under the other layers and ``SandboxStatus.seccomp`` is false with
+  ``seccomp_note`` saying why (``/health`` shows both, ``check_sandbox`` fails its filter
+  probe): namespaces, no capabilities and the per-run uid still hold, and a server
+  that stopped running code over a missing library would be the worse surprise.
 
 * **An unprivileged uid per run.** When the server runs as root, each run takes a
   dedicated uid/gid from ``uid_base .. uid_base+uid_count-1`` (default 60000..60255,
@@ -109,15 +133,16 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   of the run is dead.
 
 ``mode="unsafe-rlimits-only"`` is an operator's explicit weaker choice: no namespaces
-(the program sees the host's files and network), but the same per-run uid, rlimits,
+(the program sees the host's files and network) and no system-call filter, but the same per-run uid, rlimits,
 cgroups, wall time, output cap, a minimal environment, and after every run a kill of the
 process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
 its orphans.
 
 Side effects on the server process: it becomes a child subreaper (set once when the host is set up),
 keeps one mount-namespace file descriptor when a toolchain lives under a root-only
-directory, and on cgroup v2 may move itself into the leaf ``interview-exec-server`` of its
-own cgroup (see above). Nothing else about the server changes.
+directory, one memfd holding the system-call filter, and on cgroup v2 may move itself into
+the leaf ``interview-exec-server`` of its own cgroup (see above). Nothing else about the
+server changes.
 
 Result conventions
 ==================

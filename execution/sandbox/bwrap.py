@@ -111,10 +111,13 @@ def make_preexec(
     return preexec
 
 
-def bwrap_argv(host: Host, stage: Stage, *, info_fd: int) -> list[str]:
+def bwrap_argv(host: Host, stage: Stage, *, info_fd: int, seccomp_fd: int | None = None) -> list[str]:
     tmp_size = str(mb(stage.limits.tmpfs_mb))
     sized = "--size" in host.bwrap_features
-    argv = [host.bwrap or "bwrap", "--info-fd", str(info_fd), "--unshare-all", "--unshare-user"]
+    argv = [host.bwrap or "bwrap", "--info-fd", str(info_fd)]
+    if seccomp_fd is not None:  # bwrap reads the filter from it and applies it just before exec
+        argv += ["--seccomp", str(seccomp_fd)]
+    argv += ["--unshare-all", "--unshare-user"]
     if "--disable-userns" in host.bwrap_features:
         argv.append("--disable-userns")
     argv += ["--die-with-parent", "--new-session", "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]

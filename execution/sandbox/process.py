@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, cpu_limit, make_preexec, rlimits
 from execution.sandbox.host.cgroups import StageCgroup
 from execution.sandbox.host.reaper import become_subreaper, kill_uid_processes, reap_pidfd
+from execution.sandbox.host.seccomp import open_for_stage
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.types import Limits
@@ -159,27 +160,29 @@ class StageProcess:
         loop = asyncio.get_running_loop()
         become_subreaper()  # one syscall; the attribute is not inherited by forked workers
         stage = dataclasses.replace(stage, cmd=WAITING_STUB)
-        pass_fds: tuple[int, ...] = ()
-        info_w = None
-        if self.isolated:
-            self._info_fd, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-            os.set_blocking(info_w, True)
-            pass_fds = (info_w,)
-            argv = bwrap_argv(host, stage, info_fd=info_w)
-            cwd, env = None, {"PATH": "/usr/bin:/bin"}
-        else:
-            argv, cwd = stage.cmd, stage.workdir or host.work_root
-            env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
-        limits = rlimits(stage, host)
-        self._cpu = next((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU)
-        preexec = make_preexec(
-            mntns_fd=host.mntns_fd,
-            rlimits=limits,
-            cgroup_fds=self.cgroup.procs_fds if self.cgroup else [],
-            uid=stage.uid,
-            cwd=cwd,
-        )
-        try:
+        info_w = filter_fd = None
+        try:  # whether the child starts or not, the server closes its copies of what it hands the child
+            if self.isolated:
+                self._info_fd, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+                os.set_blocking(info_w, True)
+                if host.seccomp_fd is not None:
+                    filter_fd = open_for_stage(host.seccomp_fd)
+                pass_fds = tuple(fd for fd in (info_w, filter_fd) if fd is not None)
+                argv = bwrap_argv(host, stage, info_fd=info_w, seccomp_fd=filter_fd)
+                cwd, env = None, {"PATH": "/usr/bin:/bin"}
+            else:
+                pass_fds = ()
+                argv, cwd = stage.cmd, stage.workdir or host.work_root
+                env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
+            limits = rlimits(stage, host)
+            self._cpu = next((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU)
+            preexec = make_preexec(
+                mntns_fd=host.mntns_fd,
+                rlimits=limits,
+                cgroup_fds=self.cgroup.procs_fds if self.cgroup else [],
+                uid=stage.uid,
+                cwd=cwd,
+            )
             self.proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -193,8 +196,9 @@ class StageProcess:
                 pass_fds=pass_fds,
             )
         finally:
-            if info_w is not None:
-                os.close(info_w)
+            for fd in (info_w, filter_fd):
+                if fd is not None:
+                    os.close(fd)
         self.outer_exited = self._watch_exit(self.proc.pid)
         if self._info_fd is not None:
             self._info_done = loop.create_future()

@@ -99,6 +99,8 @@ class SandboxStatus:
     per_run_uid: bool = False  # programs run as a dedicated unprivileged uid per run
     cgroups: tuple[str, ...] = ()  # controllers used per run, e.g. ("memory", "pids")
     bwrap_version: str | None = None
+    seccomp: bool = False  # every stage runs under the system-call filter (host/seccomp.py)
+    seccomp_note: str | None = None  # why there is no filter, or what it lacks; None when all is well
 
     def as_dict(self) -> dict:
         return {
@@ -109,6 +111,8 @@ class SandboxStatus:
             "perRunUid": self.per_run_uid,
             "cgroups": list(self.cgroups),
             "bwrapVersion": self.bwrap_version,
+            "seccomp": self.seccomp,
+            "seccompNote": self.seccomp_note,
         }
 
 

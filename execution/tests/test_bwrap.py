@@ -64,6 +64,12 @@ class TestArgv:
         assert ("/opt/py/site", "--remount-ro") in pairs(argv, "--tmpfs")  # an empty read-only tmpfs
         assert argv[argv.index("--") :] == ["--", "python3", "main.py"]
 
+    def test_the_system_call_filter_is_handed_over_by_descriptor(self):
+        """With a filter, bwrap reads it from the descriptor it is given; without one, there is no --seccomp."""
+        argv = bwrap_argv(host(), stage(), info_fd=7, seccomp_fd=9)
+        assert argv[:5] == ["/usr/bin/bwrap", "--info-fd", "7", "--seccomp", "9"]
+        assert "--seccomp" not in bwrap_argv(host(), stage(), info_fd=7)
+
     def test_environment_is_cleared_to_a_fixed_set(self):
         """Only PATH, HOME, LANG, TMPDIR and the language's own variables reach the program."""
         argv = bwrap_argv(host(), stage(env={"MALLOC_ARENA_MAX": "2"}), info_fd=7)

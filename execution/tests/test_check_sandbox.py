@@ -40,14 +40,16 @@ class TestCheckSandbox:
         assert error is None, out
         assert "FAILED" not in out
         assert "Isolated:        yes" in out
+        assert "Seccomp:         on\n" in out
         lines = out.splitlines()
         probes = lines[lines.index("Probes:") + 1 : lines.index("Programs:")]
-        assert len(probes) == 4
+        assert len(probes) == 5
         assert all(line.startswith("  ok ") for line in probes)
         assert any("/etc/shadow" in line for line in probes)
         assert any("127.0.0.1:" in line for line in probes)
         assert any("environment" in line for line in probes)
         assert any("writing to" in line for line in probes)
+        assert any("system-call filter" in line for line in probes)
         for language, toolchain in sandbox_report()["languages"].items():
             expected = f"  ok     {language}: printing 1" if toolchain["available"] else f"  skipped {language}"
             assert any(line.startswith(expected) for line in lines), language
@@ -66,6 +68,8 @@ class TestCheckSandbox:
         assert "not isolated" in str(error)
         assert "Isolated:        no" in out
         assert any(line.startswith("  FAILED connecting to 127.0.0.1:") for line in out.splitlines())
+        assert "Seccomp:         off: no system-call filter without bwrap (unsafe-rlimits-only)" in out
+        assert "  FAILED the system-call filter refuses unshare (it printed 'unshare(0) was not" in out
 
     def test_unusable_sandbox_is_an_error(self, settings):
         """An unusable sandbox (here an unknown mode) prints why and exits non-zero."""

@@ -96,6 +96,18 @@ def _probes(*, port: int, env_name: str, env_value: str, write_name: str) -> lis
             print({CONTAINED!r} if not written else "wrote to " + ", ".join(written))
             """,
         ),
+        Probe(
+            # unshare(0) changes nothing and succeeds anywhere else: only the filter makes it fail.
+            "the system-call filter refuses unshare",
+            f"""
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.unshare(0) == -1 and ctypes.get_errno() == 1:
+                print({CONTAINED!r})
+            else:
+                print("unshare(0) was not refused with EPERM")
+            """,
+        ),
     ]
 
 
@@ -174,6 +186,10 @@ class Command(BaseCommand):
         else:
             write(f"Per-run uid:     {'yes' if report['perRunUid'] else 'no'}")
         write(f"cgroups:         {', '.join(report['cgroups']) or 'none (rlimits only)'}")
+        seccomp = "on" if report["seccomp"] else "off"
+        if report["seccompNote"]:
+            seccomp += f": {report['seccompNote']}"
+        write(f"Seccomp:         {seccomp}")
         write("Languages:")
         for name, toolchain in report["languages"].items():
             state = toolchain["version"] if toolchain["available"] else f"unavailable: {toolchain['reason']}"

@@ -13,6 +13,7 @@ from execution.sandbox.host.cgroups import CgroupHierarchy, writable_hierarchies
 from execution.sandbox.host.javac_archive import javac_archive
 from execution.sandbox.host.mountns import first_blocking_ancestor, toolchain_mount_namespace
 from execution.sandbox.host.reaper import become_subreaper
+from execution.sandbox.host.seccomp import compile_filter, sealed_memfd
 from execution.sandbox.host.toolchains import Toolchain, path_is_under, resolve_binary
 from execution.sandbox.host.uids import UidSlots, free_uid_range
 from execution.sandbox.languages import LANGUAGES, REGISTRY
@@ -37,6 +38,7 @@ class Host:
     kill_binary: str | None = None
     work_root: str = ""
     javac_archive: str | None = None  # host path of a sealed AppCDS archive that speeds javac up
+    seccomp_fd: int | None = None  # a sealed memfd holding the system-call filter (bwrap mode)
 
 
 _STATE_LOCK = threading.Lock()
@@ -107,6 +109,7 @@ def _set_up_host(config: SandboxConfig) -> Host:
     per_run_uid = host.uids is not None
     become_subreaper()
     version = None
+    seccomp_note = "no system-call filter without bwrap (unsafe-rlimits-only)"
     if mode == "bwrap":
         path = config.bwrap_path
         bwrap = resolve_binary(path, []) if "/" in path else resolve_binary(None, [path])
@@ -128,6 +131,13 @@ def _set_up_host(config: SandboxConfig) -> Host:
             elif os.path.isdir(name):
                 links.append((name, ""))
         host.root_links = tuple(links)
+        compiled = compile_filter()  # once per host; each stage reads it from host.seccomp_fd
+        seccomp_note = compiled.note
+        if compiled.bpf is not None:
+            try:
+                host.seccomp_fd = sealed_memfd(compiled.bpf)
+            except OSError as exc:
+                seccomp_note = f"the filter could not be kept in a memfd ({exc})"
     # Really start something once, the way every run will be started.
     true = resolve_binary(None, ["true"]) or "/usr/bin/true"
     outcome = run_sync(host, trial_stage([true]))
@@ -136,9 +146,18 @@ def _set_up_host(config: SandboxConfig) -> Host:
         retry = run_sync(host, trial_stage([true]))
         if retry.returncode == 0:
             outcome = retry
+    if outcome.returncode != 0 and host.seccomp_fd is not None:
+        # bwrap could not apply the filter (a kernel without seccomp filters, say): run without it, and say so.
+        refused, filter_fd, host.seccomp_fd = _failure(outcome), host.seccomp_fd, None
+        retry = run_sync(host, trial_stage([true]))
+        if retry.returncode == 0:
+            outcome, seccomp_note = retry, f"bwrap could not apply the filter: {refused.splitlines()[0]}"
+            os.close(filter_fd)
+        else:
+            host.seccomp_fd = filter_fd
     controllers = tuple(sorted({c for h in host.cgroups for c in h.controllers}))
     if outcome.returncode != 0:
-        err = outcome.start_error or decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
+        err = _failure(outcome)
         if mode == "bwrap" and ("namespace" in err or "not permitted" in err.lower() or "No permissions" in err):
             reason = f"user namespaces forbidden: {err}"
         else:
@@ -147,12 +166,26 @@ def _set_up_host(config: SandboxConfig) -> Host:
         return host
     if mode == "unsafe-rlimits-only":
         reason = "namespaces disabled by configuration (unsafe-rlimits-only)"
-        host.status = SandboxStatus(False, mode, reason, usable=True, per_run_uid=per_run_uid, cgroups=controllers)
+        host.status = SandboxStatus(
+            False, mode, reason, usable=True, per_run_uid=per_run_uid, cgroups=controllers, seccomp_note=seccomp_note
+        )
     else:
         host.status = SandboxStatus(
-            True, mode, None, usable=True, per_run_uid=per_run_uid, cgroups=controllers, bwrap_version=version
+            True,
+            mode,
+            None,
+            usable=True,
+            per_run_uid=per_run_uid,
+            cgroups=controllers,
+            bwrap_version=version,
+            seccomp=host.seccomp_fd is not None,
+            seccomp_note=seccomp_note,
         )
     return host
+
+
+def _failure(outcome: Outcome) -> str:
+    return outcome.start_error or decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
 
 
 def toolchains(config: SandboxConfig | None = None) -> dict[str, ToolchainStatus]:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import math
 import os
 import resource
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from execution.sandbox.host import mountns
 from execution.sandbox.host.uids import uid_task_count
 
 if TYPE_CHECKING:
@@ -74,41 +72,6 @@ def rlimits(stage: Stage, host: Host) -> list[tuple[int, int, int]]:
             soft = min(soft, hard)
         result.append((res, soft, hard))
     return result
-
-
-def make_preexec(
-    *,
-    mntns_fd: int | None,
-    rlimits: list[tuple[int, int, int]],
-    cgroup_fds: list[int],
-    uid: int | None,
-    cwd: str | None,
-) -> Callable[[], None]:
-    """Runs in the forked child before exec: join cgroups, setns, rlimits, drop to the run's uid.
-
-    Only calls that take no lock another thread could hold (no imports, no logging).
-    """
-    setns, setrlimit, write, chdir = mountns.setns, resource.setrlimit, os.write, os.chdir
-    setgroups, setresgid, setresuid = os.setgroups, os.setresgid, os.setresuid
-    zero, no_groups = b"0", ()
-    pairs = [(res, (soft, hard)) for res, soft, hard in rlimits]  # built before the fork
-
-    def preexec() -> None:
-        for fd in cgroup_fds:
-            write(fd, zero)
-        if mntns_fd is not None:
-            if setns(mntns_fd, mountns.CLONE_NEWNS) != 0:
-                raise OSError("setns into the toolchain mount namespace failed")
-            if cwd is not None:
-                chdir(cwd)  # setns moved us to the namespace's root
-        if uid is not None:
-            setgroups(no_groups)
-            setresgid(uid, uid, uid)
-            setresuid(uid, uid, uid)
-        for res, pair in pairs:  # last: RLIMIT_AS may be below this forked copy's own size
-            setrlimit(res, pair)
-
-    return preexec
 
 
 def bwrap_argv(host: Host, stage: Stage, *, info_fd: int, seccomp_fd: int | None = None) -> list[str]:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, cpu_limit, make_preexec, rlimits
+from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, cpu_limit, rlimits
 from execution.sandbox.host.cgroups import StageCgroup
-from execution.sandbox.host.reaper import become_subreaper, kill_uid_processes, reap_pidfd
+from execution.sandbox.host.reaper import kill_uid_processes
 from execution.sandbox.host.seccomp import open_for_stage
+from execution.sandbox.host.spawner import Request, spawner_for
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.host.uids import uid_slot
-from execution.sandbox.types import Limits
+from execution.sandbox.types import Limits, default_python
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -95,6 +96,15 @@ async def uncancellable(awaitable):
     return result
 
 
+@dataclass
+class _Outer:
+    """The stage's outer process (bwrap, or the program itself without namespaces): a child of
+    the spawner, its exit code reported by it."""
+
+    pid: int
+    returncode: int | None = None
+
+
 # What a started sandbox runs until its program is known: a shell that reads one line (the
 # command, from the server) and evals it; dash's `read` takes one byte at a time from a pipe,
 # so the rest of stdin is left, untouched, for the program.
@@ -127,7 +137,10 @@ class StageProcess:
         self.start_error: str | None = None
         self._cpu: tuple[int, int] = (0, 0)  # RLIMIT_CPU (soft, hard) the stage was started with
         self._used = False
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: _Outer | None = None
+        self.stdin: asyncio.StreamWriter | None = None
+        self._readers: list[asyncio.StreamReader] = []  # stdout, stderr
+        self._transports: list[asyncio.BaseTransport] = []
         self._pidfds: list[int] = []
         self._watched: list[int] = []
         self.outer_exited: asyncio.Future[None] | None = None
@@ -158,54 +171,98 @@ class StageProcess:
     async def _spawn(self) -> None:
         stage, host = self.stage, self.host
         loop = asyncio.get_running_loop()
-        become_subreaper()  # one syscall; the attribute is not inherited by forked workers
         stage = dataclasses.replace(stage, cmd=WAITING_STUB)
-        info_w = filter_fd = None
-        try:  # whether the child starts or not, the server closes its copies of what it hands the child
+        mine: list[int] = []  # the server's ends
+        theirs: list[int] = []  # the child's ends: closed here once it has them
+        try:
+            extra: tuple[tuple[int, int], ...] = ()
             if self.isolated:
                 self._info_fd, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
                 os.set_blocking(info_w, True)
+                theirs.append(info_w)
+                filter_fd = None
                 if host.seccomp_fd is not None:
                     filter_fd = open_for_stage(host.seccomp_fd)
-                pass_fds = tuple(fd for fd in (info_w, filter_fd) if fd is not None)
+                    theirs.append(filter_fd)
+                extra = tuple((fd, fd) for fd in (info_w, filter_fd) if fd is not None)
                 argv = bwrap_argv(host, stage, info_fd=info_w, seccomp_fd=filter_fd)
                 cwd, env = None, {"PATH": "/usr/bin:/bin"}
             else:
-                pass_fds = ()
                 argv, cwd = stage.cmd, stage.workdir or host.work_root
                 env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
+            pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]  # stdin, stdout, stderr
+            status_r, status_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+            mine += [pipes[0][1], pipes[1][0], pipes[2][0], status_r]
+            theirs += [pipes[0][0], pipes[1][1], pipes[2][1], status_w]
             limits = rlimits(stage, host)
             self._cpu = next((soft, hard) for res, soft, hard in limits if res == resource.RLIMIT_CPU)
-            preexec = make_preexec(
-                mntns_fd=host.mntns_fd,
-                rlimits=limits,
-                cgroup_fds=self.cgroup.procs_fds if self.cgroup else [],
-                uid=stage.uid,
-                cwd=cwd,
-            )
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            request = Request(
+                argv=argv,
                 env=env,
                 cwd=cwd,
-                preexec_fn=preexec,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=pass_fds,
+                rlimits=limits,
+                uid=stage.uid,
+                stdio=(pipes[0][0], pipes[1][1], pipes[2][1]),
+                status_w=status_w,
+                extra=extra,
+                cgroup_fds=tuple(self.cgroup.procs_fds) if self.cgroup else (),
+                mntns_fd=host.mntns_fd,
             )
+            # Started by the spawner: a fork of this (large) server with its set-up before
+            # exec took 7-15 ms and held the GIL, stalling every other request meanwhile.
+            pid = await uncancellable(asyncio.to_thread(spawner_for(default_python()).spawn, request))
+        except BaseException:
+            for fd in mine:
+                os.close(fd)
+            raise
         finally:
-            for fd in (info_w, filter_fd):
-                if fd is not None:
-                    os.close(fd)
-        self.outer_exited = self._watch_exit(self.proc.pid)
+            for fd in theirs:
+                os.close(fd)
+        self.proc = _Outer(pid)
+        self.outer_exited = self._watch_status(status_r)
         if self._info_fd is not None:
             self._info_done = loop.create_future()
             loop.add_reader(self._info_fd, self._on_info)
+        for fd in (pipes[1][0], pipes[2][0]):
+            reader = asyncio.StreamReader(limit=1 << 16)
+            pipe = os.fdopen(fd, "rb", buffering=0)
+            transport, _ = await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)
+            self._readers.append(reader)
+            self._transports.append(transport)
+        pipe = os.fdopen(pipes[0][1], "wb", buffering=0)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+        self._transports.append(transport)
+        self.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    def _watch_status(self, status_r: int) -> asyncio.Future[None]:
+        """Done when the spawner reports the outer process's exit (its code becomes `returncode`)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        text = bytearray()
+
+        def ready() -> None:
+            try:
+                chunk = os.read(status_r, 64)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if chunk:
+                text.extend(chunk)
+                return
+            loop.remove_reader(status_r)  # EOF: written and closed (or the spawner died: no code)
+            os.close(status_r)
+            with contextlib.suppress(ValueError):
+                assert self.proc is not None
+                self.proc.returncode = int(text)
+            if not done.done():
+                done.set_result(None)
+
+        loop.add_reader(status_r, ready)
+        return done
 
     def _watch_exit(self, pid: int) -> asyncio.Future[None]:
-        """A future done when `pid` exits (or is already gone)."""
+        """A future done when `pid` exits (or is already gone); no parenthood needed."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         try:
@@ -299,12 +356,13 @@ class StageProcess:
             with contextlib.suppress(OSError, RuntimeError):
                 writer.close()
 
+        stdout, stderr = self._readers
         tasks = [
-            asyncio.create_task(pump(proc.stdout, outcome.stdout)),  # type: ignore[arg-type]
-            asyncio.create_task(pump(proc.stderr, outcome.stderr)),  # type: ignore[arg-type]
+            asyncio.create_task(pump(stdout, outcome.stdout)),
+            asyncio.create_task(pump(stderr, outcome.stderr)),
         ]
-        if proc.stdin:
-            tasks.append(asyncio.create_task(feed(proc.stdin, stdin)))
+        if self.stdin is not None:
+            tasks.append(asyncio.create_task(feed(self.stdin, stdin)))
         capped = asyncio.create_task(over_cap.wait())
         try:
             done, _ = await asyncio.wait(
@@ -320,9 +378,7 @@ class StageProcess:
                 if not t.done():
                     t.cancel()
             await asyncio.gather(*tasks, capped, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):  # the transport has seen EOF everywhere: let it finish
-            await asyncio.wait_for(proc.wait(), _KILL_GRACE_S)
-        rc = proc.returncode
+        rc = proc.returncode  # reaped when it exited (close waited for that)
         if rc is not None and not outcome.timed_out and not outcome.output_capped:
             outcome.returncode = 128 - rc if rc < 0 else rc
             outcome.cpu_limited = outcome.returncode == 128 + signal.SIGXCPU
@@ -334,10 +390,13 @@ class StageProcess:
         self._closed = True
         try:
             if self.proc is not None:
-                if self.proc.stdin is not None and not self._used:
-                    self.proc.stdin.close()  # a sandbox never given a program: its shell reads EOF
+                if self.stdin is not None and not self._used:
+                    self.stdin.close()  # a sandbox never given a program: its shell reads EOF
                 await self._close_tree()
         finally:
+            for transport in self._transports:
+                transport.close()
+            self._transports.clear()
             if self.cgroup:
                 self.cgroup.close()
             self._stop_info()
@@ -379,8 +438,6 @@ class StageProcess:
                         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
                 if attempt:
                     await kill_uid_processes(proc, self.stage.uid, self.host.kill_binary)
-        if self.init_pidfd is not None:
-            reap_pidfd(self.init_pidfd)  # ours as subreaper: reap it
 
     async def _kill_init(self) -> None:
         proc = self.proc
@@ -404,10 +461,6 @@ class StageProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await asyncio.shield(outer_exited)
-        for _ in range(1000):  # the child watcher reaps it and sets the code right after
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.001)
 
 
 def in_fresh_loop(fn: Callable[[], object]):

@@ -55,15 +55,29 @@ def processes_of_run_uids() -> list[tuple[int, int]]:
             except (OSError, IndexError, ValueError):
                 continue
     me, found = os.getpid(), []
+    spawners = spawner_pids()
     for pid, uid in uids.items():
         if low <= uid < high:
-            # Through run-uid processes only: a server this test started (not a run uid) owns its own.
+            # Through run-uid processes and this process's spawner only: a server this test
+            # started (not a run uid) owns its own.
             ancestor, hops = parents.get(pid), 0
-            while ancestor not in (None, 0, 1, me) and low <= uids.get(ancestor, -1) < high and hops < 64:
+            while ancestor not in (None, 0, 1, me) and hops < 64:
+                if ancestor in spawners:
+                    ancestor = me
+                    break
+                if not low <= uids.get(ancestor, -1) < high:
+                    break
                 ancestor, hops = parents.get(ancestor), hops + 1
             if ancestor == me:
                 found.append((pid, uid))
     return found
+
+
+def spawner_pids() -> set[int]:
+    """The pids of this process's sandbox spawners (the parents of every stage's outer process)."""
+    from execution.sandbox.host import spawner
+
+    return {s.pid for s in spawner._SPAWNERS.values() if s.pid is not None}
 
 
 def sleep_token() -> str:

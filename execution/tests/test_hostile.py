@@ -2,6 +2,7 @@
 privileges, planted links; none reaches the host (no Django)."""
 
 import asyncio
+import dataclasses
 import os
 import socket
 import stat
@@ -32,6 +33,18 @@ def exists(path: str) -> bool:
 
 
 class TestHostile:
+    @pytest.mark.parametrize("mode", ["bwrap", "unsafe-rlimits-only"])
+    async def test_program_holds_no_descriptor_but_its_standard_streams(self, mode):
+        """The spawner's request carries cgroup files, a mount namespace, bwrap's pipes: none reaches the program."""
+        code = """
+        import os
+        fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+        print(fds[:-1], [os.readlink(f"/proc/self/fd/{fd}").split(":")[0] for fd in fds[3:-1]])
+        """
+        config = CONFIG if mode == "bwrap" else dataclasses.replace(CONFIG, mode=mode)
+        result = await run("python", code, config=config)
+        assert result.stdout == "[0, 1, 2] []\n", result  # the last is listdir's own
+
     async def test_fork_bomb_stops_at_the_process_limit(self):
         """An os.fork loop never has more than max_processes alive, and none outlives the run."""
         code = """

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from execution.sandbox.host import mountns
 from execution.sandbox.host.uids import uid_task_count
+from execution.sandbox.workdir import RUN_FS_LAYOUT
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -77,8 +78,10 @@ def make_preexec(
     cgroup_fds: list[int],
     uid: int | None,
     cwd: str | None,
+    attach: Callable[[], None] | None = None,
 ) -> Callable[[], None]:
-    """Runs in the forked child before exec: join cgroups, setns, rlimits, drop to the run's uid.
+    """Runs in the forked child before exec: join cgroups, setns, attach the run's filesystem,
+    drop to the run's uid, rlimits.
 
     Only calls that take no lock another thread could hold (no imports, no logging).
     """
@@ -95,6 +98,8 @@ def make_preexec(
                 raise OSError("setns into the toolchain mount namespace failed")
             if cwd is not None:
                 chdir(cwd)  # setns moved us to the namespace's root
+        if attach is not None:  # before the uid drop: needs CAP_SYS_ADMIN (in the helper's userns if not root)
+            attach()
         if uid is not None:
             setgroups(no_groups)
             setresgid(uid, uid, uid)
@@ -106,7 +111,7 @@ def make_preexec(
 
 
 def bwrap_argv(host: Host, stage: Stage, *, info_fd: int) -> list[str]:
-    tmp_size = str(mb(stage.limits.tmpfs_mb))
+    tmp_size = str(max(mb(stage.limits.disk_mb), 4096))  # tmpfs reads size 0 as "unlimited"
     sized = "--size" in host.bwrap_features
     argv = [host.bwrap or "bwrap", "--info-fd", str(info_fd), "--unshare-all", "--unshare-user"]
     if "--disable-userns" in host.bwrap_features:
@@ -126,12 +131,17 @@ def bwrap_argv(host: Host, stage: Stage, *, info_fd: int) -> list[str]:
     for src, dest in stage.extra_binds:
         argv += ["--ro-bind", src, dest]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/tmp"]
-    argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/dev/shm"]
-    if stage.workdir is not None:
-        argv += ["--bind", stage.workdir, BOX, "--chdir", BOX]
+    workdir = stage.workdir
+    if workdir is not None and workdir.fs_fd is not None:
+        # The child attached the run's own filesystem on workdir.path: every writable place is in it.
+        for name, dest in RUN_FS_LAYOUT:
+            argv += ["--bind", os.path.join(workdir.path, name), dest]
     else:
-        argv += ["--chdir", "/tmp"]
+        argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/tmp"]
+        argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/dev/shm"]
+        if workdir is not None:
+            argv += ["--bind", workdir.path, BOX]
+    argv += ["--chdir", BOX if workdir is not None else "/tmp"]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--clearenv"]
     for key, value in {**BASE_ENV, **stage.env}.items():
         argv += ["--setenv", key, value]

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, make_preexec, rlimits
 from execution.sandbox.host.cgroups import StageCgroup
 from execution.sandbox.host.reaper import become_subreaper, kill_uid_processes, reap_pidfd
+from execution.sandbox.host.runfs import attacher
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.types import Limits
+from execution.sandbox.workdir import Workdir
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -39,7 +41,7 @@ class Stage:
     nofile: int
     env: dict[str, str]
     stdin: bytes
-    workdir: str | None  # host path of the run directory (None: no work dir, probes)
+    workdir: Workdir | None  # the run's files (None: no work dir, probes)
     uid: int | None = None
     extra_binds: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
 
@@ -143,14 +145,17 @@ class StageProcess:
         become_subreaper()  # one syscall; the attribute is not inherited by forked workers
         pass_fds: tuple[int, ...] = ()
         info_w = None
+        workdir, attach = stage.workdir, None
         if self.isolated:
             self._info_fd, info_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             os.set_blocking(info_w, True)
             pass_fds = (info_w,)
             argv = bwrap_argv(host, stage, info_fd=info_w)
             cwd, env = None, {"PATH": "/usr/bin:/bin"}
+            if workdir is not None and workdir.fs_fd is not None:
+                attach = attacher(workdir.fs_fd, workdir.path, workdir.userns_fd)
         else:
-            argv, cwd = stage.cmd, stage.workdir or host.work_root
+            argv, cwd = stage.cmd, workdir.path if workdir is not None else host.work_root
             env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
         preexec = make_preexec(
             mntns_fd=host.mntns_fd,
@@ -158,6 +163,7 @@ class StageProcess:
             cgroup_fds=cgroup.procs_fds if cgroup else [],
             uid=stage.uid,
             cwd=cwd,
+            attach=attach,
         )
         try:
             self.proc = await asyncio.create_subprocess_exec(

@@ -13,7 +13,7 @@ from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.languages import REGISTRY, Commands, Context, Language
 from execution.sandbox.process import Stage, run_stage, uncancellable
 from execution.sandbox.types import ExecutionResult, Limits, SandboxConfig
-from execution.sandbox.workdir import make_workdir, remove_workdir
+from execution.sandbox.workdir import Workdir, make_workdir, remove_workdir
 
 _JAVAC_ARCHIVE_IN_SANDBOX = "/cds/javac.jsa"
 
@@ -47,7 +47,15 @@ async def run_code(
         return run
     async with uid_slot(run.host.uids) as uid:
         try:
-            workdir = make_workdir(run.host.work_root, run.commands.source, code, uid)
+            workdir = make_workdir(
+                run.host.work_root,
+                run.commands.source,
+                code,
+                uid,
+                tmpfs=run.host.run_fs,
+                size_bytes=run.limits.disk_mb << 20,
+                inodes=run.limits.disk_inodes,
+            )
         except OSError as exc:
             message = f"Code execution is unavailable: cannot prepare a run directory ({exc})"
             return verdicts.unavailable(message, started)
@@ -87,7 +95,7 @@ async def _check(
     return _Run(language, host, toolchain, limits, commands, stdin, started, compile_binds)
 
 
-def _stage(run: _Run, cmd: list[str], workdir: str, uid: int | None, *, compiling: bool) -> Stage:
+def _stage(run: _Run, cmd: list[str], workdir: Workdir, uid: int | None, *, compiling: bool) -> Stage:
     """The compile or the run stage: the same sandbox, each with the limits of its kind."""
     limits = run.limits
     if compiling:

@@ -42,7 +42,8 @@ class Limits:
     file_size_mb: int = 16  # largest file the program may write
     open_files: int = 64
     compile_memory_mb: int = 1024  # memory of a compile stage
-    tmpfs_mb: int = 64  # size of the sandbox's /tmp and of its /dev/shm
+    disk_mb: int = 64  # size of the run's own filesystem (/box, /tmp and /dev/shm together)
+    disk_inodes: int = 4096  # files, directories and links in it (without one: /tmp, /dev/shm of disk_mb each)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class SandboxStatus:
     per_run_uid: bool = False  # programs run as a dedicated unprivileged uid per run
     cgroups: tuple[str, ...] = ()  # controllers used per run, e.g. ("memory", "pids")
     bwrap_version: str | None = None
+    disk_limited: bool = False  # each run has a filesystem of its own, limited in size and inodes
+    disk_reason: str | None = None  # why not (then /box is a directory on the host's disk)
 
     def as_dict(self) -> dict:
         return {
@@ -109,6 +112,8 @@ class SandboxStatus:
             "perRunUid": self.per_run_uid,
             "cgroups": list(self.cgroups),
             "bwrapVersion": self.bwrap_version,
+            "diskLimited": self.disk_limited,
+            "diskReason": self.disk_reason,
         }
 
 

@@ -31,6 +31,8 @@ class TestCheckSandbox:
         assert error is None, out
         assert "FAILED" not in out
         assert "Isolated:        yes" in out
+        if STATUS.disk_limited:
+            assert "Run filesystem:  its own tmpfs per run (" in out
         lines = out.splitlines()
         probes = lines[lines.index("Probes:") + 1 : lines.index("Programs:")]
         assert len(probes) == 4
@@ -56,6 +58,7 @@ class TestCheckSandbox:
         assert error is not None
         assert "not isolated" in str(error)
         assert "Isolated:        no" in out
+        assert "Run filesystem:  not limited in files: no mount namespace" in out
         assert any(line.startswith("  FAILED connecting to 127.0.0.1:") for line in out.splitlines())
 
     def test_unusable_sandbox_is_an_error(self, settings):

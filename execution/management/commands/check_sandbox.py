@@ -139,6 +139,11 @@ class Command(BaseCommand):
         write(f"bwrap:           {report['bwrapVersion'] or '-'}")
         write(f"Per-run uid:     {'yes' if report['perRunUid'] else 'no'}")
         write(f"cgroups:         {', '.join(report['cgroups']) or 'none (rlimits only)'}")
+        if report["diskLimited"]:
+            disk = f"its own tmpfs per run ({settings.EXECUTION_DISK_MB} MB, {settings.EXECUTION_DISK_INODES} inodes)"
+        else:
+            disk = f"not limited in files: {report['diskReason']}"
+        write(f"Run filesystem:  {disk}")
         write("Languages:")
         for name, toolchain in report["languages"].items():
             state = toolchain["version"] if toolchain["available"] else f"unavailable: {toolchain['reason']}"

@@ -30,7 +30,8 @@ def limits(timeout_s: float) -> sandbox.Limits:
         file_size_mb=settings.EXECUTION_FILE_SIZE_MB,
         open_files=settings.EXECUTION_OPEN_FILES,
         compile_memory_mb=settings.EXECUTION_COMPILE_MEMORY_MB,
-        tmpfs_mb=settings.EXECUTION_TMPFS_MB,
+        disk_mb=settings.EXECUTION_DISK_MB,
+        disk_inodes=settings.EXECUTION_DISK_INODES,
     )
 
 

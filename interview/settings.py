@@ -382,7 +382,10 @@ EXECUTION_UID_BASE = env.int("EXECUTION_UID_BASE", default=60000)
 EXECUTION_UID_COUNT = env.int("EXECUTION_UID_COUNT", default=256)
 EXECUTION_CGROUPS = env.bool("EXECUTION_CGROUPS", default=True)
 EXECUTION_COMPILE_MEMORY_MB = env.int("EXECUTION_COMPILE_MEMORY_MB", default=1024)
-EXECUTION_TMPFS_MB = env.int("EXECUTION_TMPFS_MB", default=64)
+# Each run's own filesystem (RAM: a tmpfs) holds /box, /tmp and /dev/shm, one budget for all
+# three; EXECUTION_TMPFS_MB, the older name of the size (then of /tmp and /dev/shm each), still counts.
+EXECUTION_DISK_MB = env.int("EXECUTION_DISK_MB", default=env.int("EXECUTION_TMPFS_MB", default=64))
+EXECUTION_DISK_INODES = env.int("EXECUTION_DISK_INODES", default=4096)
 EXECUTION_WORK_ROOT = env.str("EXECUTION_WORK_ROOT", default="") or None
 MAX_STDIN_BYTES = env.int("MAX_STDIN_BYTES", default=262_144)
 

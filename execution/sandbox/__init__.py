@@ -3,7 +3,7 @@
 How a run is contained
 ======================
 
-Every run gets a fresh directory (``mkdtemp`` under ``SandboxConfig.work_root``), an
+Every run gets a filesystem of its own (a tmpfs limited in size and inodes), an
 unprivileged uid of its own, and one or two sandboxed processes (compile, then run).
 
 * **Namespaces (bubblewrap).** ``bwrap --unshare-all --unshare-user --disable-userns``
@@ -13,9 +13,9 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   the toolchain's own directories (the Python prefix, the JDK and its ``/etc/java-*``
   files) and nothing else: no ``/root``, ``/home``, ``/work``, ``/var``, no project
   files, no database. ``/proc`` is a new procfs of the sandbox's pid namespace, ``/dev``
-  a minimal devtmpfs copy (read-only), ``/tmp`` and ``/dev/shm`` are size-limited
-  tmpfs that vanish with the sandbox, and the run directory is bound read-write on
-  ``/box`` (the working directory). The Python prefix's ``site-packages`` is covered
+  a minimal devtmpfs copy (read-only), and the only writable places, ``/box`` (the
+  working directory), ``/tmp`` and ``/dev/shm``, are the run's own filesystem (below).
+  The Python prefix's ``site-packages`` is covered
   by an empty read-only tmpfs. The environment is cleared to a fixed ``PATH``,
   ``HOME=/tmp``, ``LANG=C.UTF-8`` (plus ``MALLOC_ARENA_MAX`` for the JVM and V8); bwrap
   itself is started with just ``PATH``, so even ``/proc/1/environ`` (bwrap's init)
@@ -76,6 +76,32 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   which can then bind those paths by name. The server's own view is never changed,
   nothing is mounted on the host, and the namespace disappears with the server process.
 
+* **A filesystem of its own per run.** The server makes a tmpfs of ``disk_mb`` and
+  ``disk_inodes`` (``nr_inodes``: files, directories, links; tmpfs counts hard links too)
+  with the new mount API (``fsopen``/``fsconfig``/``fsmount``), owned by the run's uid,
+  mode 0700, nosuid, nodev, and *detached*: it is never mounted in the server's namespace
+  nor on the host. The server writes the source into its ``box/`` through the descriptor
+  and creates ``tmp/`` and ``shm/`` beside it, so ``/box``, ``/tmp`` and ``/dev/shm`` share
+  one budget: a program filling it gets ``ENOSPC`` and the host's disk does not change
+  (the tmpfs is memory, charged to the stage's memory cgroup). Each stage's child, still
+  privileged, unshares a mount namespace of its own, makes it private (nothing
+  propagates back), attaches a clone of the tmpfs (``open_tree(OPEN_TREE_CLONE)``,
+  ``move_mount``) on the run's mount point (an empty ``mkdtemp`` directory under
+  ``work_root``) and execs bwrap, which binds its three directories; so the compile
+  stage's output is in the run stage's ``/box``, and the namespace vanishes with the
+  stage. Closing the descriptor after the run frees the tmpfs and everything in it: no
+  mount is ever left behind, whatever happened. (bwrap 0.8's ``--bind-fd`` cannot take a
+  detached mount: it resolves ``/proc/self/fd/N`` to a path, "/", and refuses.) A server
+  that is not root has no ``CAP_SYS_ADMIN`` for ``fsopen``: a helper process
+  (``host/runfs.py``) keeps a user and mount namespace of its own in which the server's
+  uid maps to itself, makes each tmpfs there and passes its descriptor back over a unix
+  socket; each stage's child joins that user namespace (``setns``) before attaching it.
+  Where neither works (a kernel or a seccomp policy refusing the new mount API, a
+  kernel that cannot clone a detached mount), ``SandboxStatus.disk_limited`` is false
+  with the reason, and runs fall back to a 0700 directory on the host's disk for
+  ``/box`` (each file capped by ``file_size_mb``, but not their number) and bwrap tmpfs
+  of ``disk_mb`` each for ``/tmp`` and ``/dev/shm`` (no inode limit).
+
 * **Resource limits** (``setrlimit`` in the child before exec; inherited by bwrap and
   the program): ``RLIMIT_CPU`` = ceil(timeout)+1 s (SIGXCPU, SIGKILL one second later),
   ``RLIMIT_AS`` (memory, per language, see below), ``RLIMIT_NPROC`` = max_processes
@@ -103,8 +129,8 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   ``MALLOC_ARENA_MAX=2`` and small code-cache/class-space reservations. A memory limit is
   reported from the cgroup's ``oom_kill`` counter or the runtime's own message
   (``MemoryError``, ``std::bad_alloc``, ``OutOfMemoryError``, V8's heap-limit report).
-  ``/tmp`` and ``/dev/shm`` are ``tmpfs_mb`` each. Compile stages use
-  ``compile_memory_mb`` the same way.
+  What a stage writes to its filesystem is memory too, counted by the stage's cgroup.
+  Compile stages use ``compile_memory_mb`` the same way.
 
 * **Wall time, output, and "everything is gone".** A stage is killed when its wall time
   passes (``Time limit exceeded (5 s)``) or when stdout+stderr together pass
@@ -122,15 +148,17 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   watched with pidfds, not ``Process.wait()``, which in Python 3.11 also waits for the
   pipes to close. If pid 1 cannot be found, the server kills the outer bwrap's process
   group and, as root, runs ``kill -9 -1`` as the run's uid. A uid that still owns a live
-  process (a crashed server's leftover) is never handed out. The run directory is then
-  removed with ``shutil.rmtree`` (fd-based, never follows a symlink).
+  process (a crashed server's leftover) is never handed out. The run's filesystem is then
+  destroyed by closing its descriptor, and its empty mount point removed (without one,
+  the run directory is removed with ``shutil.rmtree``: fd-based, never follows a symlink).
 
-* **Files without following links.** The run directory is created by ``mkdtemp``
-  (mode 0700), opened with ``O_DIRECTORY|O_NOFOLLOW``; the source is written with
-  ``os.open(name, O_CREAT|O_EXCL|O_NOFOLLOW, dir_fd=...)`` and the directory is handed
-  to the run's uid with ``fchown`` on the descriptor. Nothing on the host ever opens a
-  path inside it afterwards except the fd-based ``rmtree``, and by then every process
-  of the run is dead.
+* **Files without following links.** The source is written with
+  ``os.open(name, O_CREAT|O_EXCL|O_NOFOLLOW, dir_fd=...)`` into the fresh filesystem's
+  ``box/`` (or into the ``mkdtemp`` directory, mode 0700, opened ``O_DIRECTORY|O_NOFOLLOW``
+  and handed to the run's uid with ``fchown`` on the descriptor). Nothing on the host
+  ever opens a path inside it afterwards (the javac archive is read back through a
+  descriptor), except the fallback's fd-based ``rmtree``, and by then every process of
+  the run is dead.
 
 ``mode="unsafe-rlimits-only"`` is an operator's explicit weaker choice: no namespaces
 (the program sees the host's files and network) and no system-call filter, but the same per-run uid, rlimits,
@@ -140,9 +168,11 @@ its orphans.
 
 Side effects on the server process: it becomes a child subreaper (set once when the host is set up),
 keeps one mount-namespace file descriptor when a toolchain lives under a root-only
-directory, one memfd holding the system-call filter, and on cgroup v2 may move itself into
-the leaf ``interview-exec-server`` of its own cgroup (see above). Nothing else about the
-server changes.
+directory, one memfd holding the system-call filter, one descriptor per run in progress (its
+filesystem), the spawner child (``host/spawner.py``, exits when the server does) and, when
+not root, the run filesystems' helper child (``host/runfs.py``) with a descriptor of its
+user namespace; on cgroup v2 it may move itself into the leaf ``interview-exec-server`` of
+its own cgroup (see above). Nothing else about the server changes.
 
 Result conventions
 ==================

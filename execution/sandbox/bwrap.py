@@ -8,6 +8,7 @@ import resource
 from typing import TYPE_CHECKING
 
 from execution.sandbox.host.uids import uid_task_count
+from execution.sandbox.workdir import RUN_FS_LAYOUT
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -75,7 +76,7 @@ def rlimits(stage: Stage, host: Host) -> list[tuple[int, int, int]]:
 
 
 def bwrap_argv(host: Host, stage: Stage, *, info_fd: int, seccomp_fd: int | None = None) -> list[str]:
-    tmp_size = str(mb(stage.limits.tmpfs_mb))
+    tmp_size = str(max(mb(stage.limits.disk_mb), 4096))  # tmpfs reads size 0 as "unlimited"
     sized = "--size" in host.bwrap_features
     argv = [host.bwrap or "bwrap", "--info-fd", str(info_fd)]
     if seccomp_fd is not None:  # bwrap reads the filter from it and applies it just before exec
@@ -98,12 +99,17 @@ def bwrap_argv(host: Host, stage: Stage, *, info_fd: int, seccomp_fd: int | None
     for src, dest in stage.extra_binds:
         argv += ["--ro-bind", src, dest]
     argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/tmp"]
-    argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/dev/shm"]
-    if stage.workdir is not None:
-        argv += ["--bind", stage.workdir, BOX, "--chdir", BOX]
+    workdir = stage.workdir
+    if workdir is not None and workdir.fs_fd is not None:
+        # The child attached the run's own filesystem on workdir.path: every writable place is in it.
+        for name, dest in RUN_FS_LAYOUT:
+            argv += ["--bind", os.path.join(workdir.path, name), dest]
     else:
-        argv += ["--chdir", "/tmp"]
+        argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/tmp"]
+        argv += (["--size", tmp_size] if sized else []) + ["--tmpfs", "/dev/shm"]
+        if workdir is not None:
+            argv += ["--bind", workdir.path, BOX]
+    argv += ["--chdir", BOX if workdir is not None else "/tmp"]
     argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--clearenv"]
     for key, value in {**BASE_ENV, **stage.env}.items():
         argv += ["--setenv", key, value]

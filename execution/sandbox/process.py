@@ -21,10 +21,11 @@ from execution.sandbox.bwrap import BASE_ENV, bwrap_argv, cgroup_limits, cpu_lim
 from execution.sandbox.host.cgroups import StageCgroup
 from execution.sandbox.host.reaper import kill_uid_processes
 from execution.sandbox.host.seccomp import open_for_stage
-from execution.sandbox.host.spawner import Request, spawner_for
+from execution.sandbox.host.spawner import Attach, Request, spawner_for
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.types import Limits, default_python
+from execution.sandbox.workdir import Workdir
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
@@ -44,7 +45,7 @@ class Stage:
     nofile: int
     env: dict[str, str]
     stdin: bytes
-    workdir: str | None  # host path of the run directory (None: no work dir, probes)
+    workdir: Workdir | None  # the run's files (None: no work dir, probes)
     uid: int | None = None
     extra_binds: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
 
@@ -188,8 +189,12 @@ class StageProcess:
                 argv = bwrap_argv(host, stage, info_fd=info_w, seccomp_fd=filter_fd)
                 cwd, env = None, {"PATH": "/usr/bin:/bin"}
             else:
-                argv, cwd = stage.cmd, stage.workdir or host.work_root
+                argv, cwd = stage.cmd, stage.workdir.path if stage.workdir is not None else host.work_root
                 env = {**BASE_ENV, "TMPDIR": cwd, "HOME": cwd, **stage.env}
+            attach = None
+            workdir = stage.workdir
+            if self.isolated and workdir is not None and workdir.fs_fd is not None:
+                attach = Attach(workdir.fs_fd, workdir.path, workdir.userns_fd)
             pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]  # stdin, stdout, stderr
             status_r, status_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
             mine += [pipes[0][1], pipes[1][0], pipes[2][0], status_r]
@@ -207,6 +212,7 @@ class StageProcess:
                 extra=extra,
                 cgroup_fds=tuple(self.cgroup.procs_fds) if self.cgroup else (),
                 mntns_fd=host.mntns_fd,
+                attach=attach,
             )
             # Started by the spawner: a fork of this (large) server with its set-up before
             # exec took 7-15 ms and held the GIL, stalling every other request meanwhile.

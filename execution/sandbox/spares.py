@@ -25,7 +25,7 @@ from execution.sandbox.host.uids import uid_take
 from execution.sandbox.languages import Context, Language
 from execution.sandbox.process import WAITING_STUB, Stage, StageProcess, uncancellable
 from execution.sandbox.types import Limits
-from execution.sandbox.workdir import make_workdir, remove_workdir
+from execution.sandbox.workdir import Workdir, make_workdir, remove_workdir
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class BoxShape:
     toolchain: Toolchain = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
     context: Context = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
 
-    def stage(self, workdir: str, uid: int | None, *, compiling: bool) -> Stage:
+    def stage(self, workdir: Workdir, uid: int | None, *, compiling: bool) -> Stage:
         """The compile or the run stage: the same sandbox, each with the limits of its kind."""
         limits = self.limits
         if compiling:
@@ -73,7 +73,7 @@ class Box:
 
     host: Host
     uid: int | None
-    workdir: str
+    workdir: Workdir
     run: StageProcess | None = None
     compile: StageProcess | None = None
     _closed: bool = False
@@ -105,7 +105,16 @@ async def box_open(shape: BoxShape) -> Box:
     host = shape.host
     uid = await uid_take(host.uids)
     try:
-        workdir = make_workdir(host.work_root, uid)
+        limits = shape.limits
+        workdir = make_workdir(
+            host.work_root,
+            None,
+            "",
+            uid,
+            tmpfs=host.run_fs,
+            size_bytes=limits.disk_mb << 20,
+            inodes=limits.disk_inodes,
+        )
     except BaseException:
         if uid is not None and host.uids is not None:
             host.uids.release(uid)

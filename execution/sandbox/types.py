@@ -42,7 +42,8 @@ class Limits:
     file_size_mb: int = 16  # largest file the program may write
     open_files: int = 64
     compile_memory_mb: int = 1024  # memory of a compile stage
-    tmpfs_mb: int = 64  # size of the sandbox's /tmp and of its /dev/shm
+    disk_mb: int = 64  # size of the run's own filesystem (/box, /tmp and /dev/shm together)
+    disk_inodes: int = 4096  # files, directories and links in it (without one: /tmp, /dev/shm of disk_mb each)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class SandboxStatus:
     bwrap_version: str | None = None
     seccomp: bool = False  # every stage runs under the system-call filter (host/seccomp.py)
     seccomp_note: str | None = None  # why there is no filter, or what it lacks; None when all is well
+    disk_limited: bool = False  # each run has a filesystem of its own, limited in size and inodes
+    disk_reason: str | None = None  # why not (then /box is a directory on the host's disk)
 
     def as_dict(self) -> dict:
         return {
@@ -113,6 +116,8 @@ class SandboxStatus:
             "bwrapVersion": self.bwrap_version,
             "seccomp": self.seccomp,
             "seccompNote": self.seccomp_note,
+            "diskLimited": self.disk_limited,
+            "diskReason": self.disk_reason,
         }
 
 

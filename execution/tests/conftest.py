@@ -18,10 +18,14 @@ def sandbox_work_root():
 
 @pytest.fixture
 def nothing_left_behind(sandbox_work_root):
-    """After every test: no process of a run uid is alive and no run directory remains."""
-    from execution.tests.helpers import IS_ROOT, PREEXISTING, processes_of_run_uids
+    """After every test: no process of a run uid is alive, and no run directory, mount or run
+    filesystem (a detached mount this process still holds) remains."""
+    from execution.tests.helpers import IS_ROOT, PREEXISTING, detached_mounts_held, mount_table, processes_of_run_uids
 
+    mounts = mount_table()
     yield
     if IS_ROOT:
         assert set(processes_of_run_uids()) <= PREEXISTING
     assert [name for name in os.listdir(sandbox_work_root) if not name.startswith("exec-cache-")] == []
+    assert mount_table() == mounts
+    assert detached_mounts_held() == []

@@ -108,6 +108,51 @@ def processes_with(token: str) -> list[int]:
     return pids
 
 
+async def processes_appearing(token: str, wait_s: float = 5.0) -> list[int]:
+    """The pids of processes whose argv has token, as soon as there is one (or [] after wait_s)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        found = processes_with(token)
+        if found:
+            return found
+        await asyncio.sleep(0.02)
+    return []
+
+
+def mount_table() -> list[str]:
+    """This process's mounts (mountinfo lines without the ids, which nothing else reuses)."""
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split(" ", 2)[2] for line in f)
+
+
+def detached_mounts_held() -> list[int]:
+    """Descriptors of this process on the root of a mount outside its namespace (a run filesystem
+    not destroyed): the kernel shows such a path as "/" while it is not our root's device."""
+    root_dev, held = os.stat("/").st_dev, []
+    for name in os.listdir("/proc/self/fd"):
+        path = f"/proc/self/fd/{name}"
+        try:
+            if os.readlink(path) == "/" and os.stat(path).st_dev != root_dev:
+                held.append(int(name))
+        except OSError:
+            continue
+    return held
+
+
+def mounts_of_device(major: int, minor: int) -> list[int]:
+    """The pids whose mount namespace (any we may read) still holds a mount of this device."""
+    needle, found = f" {major}:{minor} ", []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/mountinfo") as f:
+                    if any(needle in line for line in f):
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
 async def host_uids_of(token: str, wait_s: float = 3.0) -> list[tuple[int, ...]]:
     """The (real, effective, saved, fs) uids, read from the host, of processes whose argv has token."""
     deadline = time.monotonic() + wait_s

@@ -8,6 +8,7 @@ from execution.sandbox.host.setup import Host
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.process import Stage
 from execution.sandbox.types import Limits, SandboxConfig, SandboxStatus
+from execution.sandbox.workdir import Workdir
 
 TOOLCHAIN = Toolchain("python", {"python": "/opt/py/bin/python3"}, binds=("/opt/py",), hide=("/opt/py/site",))
 
@@ -35,7 +36,7 @@ def stage(**kwargs) -> Stage:
         "nofile": 64,
         "env": {},
         "stdin": b"",
-        "workdir": "/tmp/exec-x",
+        "workdir": Workdir("/tmp/exec-x"),
         **kwargs,
     }
     return Stage(**values)
@@ -69,6 +70,21 @@ class TestArgv:
         argv = bwrap_argv(host(), stage(), info_fd=7, seccomp_fd=9)
         assert argv[:5] == ["/usr/bin/bwrap", "--info-fd", "7", "--seccomp", "9"]
         assert "--seccomp" not in bwrap_argv(host(), stage(), info_fd=7)
+
+    def test_an_own_filesystem_holds_box_tmp_and_shm(self):
+        """With a run's own filesystem, /box, /tmp and /dev/shm are its directories, not bwrap's tmpfs."""
+        argv = bwrap_argv(host(), stage(workdir=Workdir("/tmp/exec-x", fs_fd=9)), info_fd=7)
+        binds = pairs(argv, "--bind")
+        assert binds == [("/tmp/exec-x/box", BOX), ("/tmp/exec-x/tmp", "/tmp"), ("/tmp/exec-x/shm", "/dev/shm")]
+        assert [d for d, _ in pairs(argv, "--tmpfs")] == ["/opt/py/site"]
+        assert argv[argv.index("--chdir") + 1] == BOX
+
+    def test_without_one_tmp_and_shm_are_tmpfs_of_disk_mb(self):
+        """On the host's disk, /box is the run directory and /tmp, /dev/shm are bwrap tmpfs of disk_mb each."""
+        argv = bwrap_argv(host(), stage(limits=Limits(disk_mb=8)), info_fd=7)
+        assert pairs(argv, "--bind") == [("/tmp/exec-x", BOX)]
+        sized = [(argv[i + 3], argv[i + 1]) for i, a in enumerate(argv) if a == "--size" and argv[i + 2] == "--tmpfs"]
+        assert sized == [("/opt/py/site", "4096"), ("/tmp", str(8 << 20)), ("/dev/shm", str(8 << 20))]
 
     def test_environment_is_cleared_to_a_fixed_set(self):
         """Only PATH, HOME, LANG, TMPDIR and the language's own variables reach the program."""

@@ -41,6 +41,8 @@ class TestCheckSandbox:
         assert "FAILED" not in out
         assert "Isolated:        yes" in out
         assert "Seccomp:         on\n" in out
+        if STATUS.disk_limited:
+            assert "Run filesystem:  its own tmpfs per run (" in out
         lines = out.splitlines()
         probes = lines[lines.index("Probes:") + 1 : lines.index("Programs:")]
         assert len(probes) == 5
@@ -67,6 +69,7 @@ class TestCheckSandbox:
         assert error is not None
         assert "not isolated" in str(error)
         assert "Isolated:        no" in out
+        assert "Run filesystem:  not limited in files: no mount namespace" in out
         assert any(line.startswith("  FAILED connecting to 127.0.0.1:") for line in out.splitlines())
         assert "Seccomp:         off: no system-call filter without bwrap (unsafe-rlimits-only)" in out
         assert "  FAILED the system-call filter refuses unshare (it printed 'unshare(0) was not" in out

@@ -132,7 +132,7 @@ class TestLimits:
         assert ignored.stdout == "ignored\n"
 
     async def test_tmp_is_private_and_size_limited(self):
-        """/tmp is writable, bounded by tmpfs_mb, and not the host's."""
+        """/tmp is writable, bounded by disk_mb, and not the host's."""
         code = """
         import os
         with open('/tmp/f', 'wb') as f:
@@ -141,5 +141,5 @@ class TestLimits:
             except OSError as e:
                 print('full', e.errno)
         """
-        result = await run("python", code, limits=Limits(tmpfs_mb=4))
+        result = await run("python", code, limits=Limits(disk_mb=4))
         assert "full 28" in result.stdout  # ENOSPC

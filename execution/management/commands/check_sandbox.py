@@ -190,6 +190,11 @@ class Command(BaseCommand):
         if report["seccompNote"]:
             seccomp += f": {report['seccompNote']}"
         write(f"Seccomp:         {seccomp}")
+        if report["diskLimited"]:
+            disk = f"its own tmpfs per run ({settings.EXECUTION_DISK_MB} MB, {settings.EXECUTION_DISK_INODES} inodes)"
+        else:
+            disk = f"not limited in files: {report['diskReason']}"
+        write(f"Run filesystem:  {disk}")
         write("Languages:")
         for name, toolchain in report["languages"].items():
             state = toolchain["version"] if toolchain["available"] else f"unavailable: {toolchain['reason']}"

@@ -17,12 +17,13 @@ from execution.sandbox.host.uids import uid_slot
 from execution.sandbox.languages.java import JAVA_FAST
 from execution.sandbox.process import Stage, in_fresh_loop, run_stage, uncancellable
 from execution.sandbox.types import Limits
-from execution.sandbox.workdir import make_workdir, remove_workdir, write_source
+from execution.sandbox.workdir import make_workdir, remove_workdir
 
 if TYPE_CHECKING:
     from execution.sandbox.host.setup import Host
 
 _JAVAC_ARCHIVES: dict[tuple[str, str], str | None] = {}
+_ARCHIVE_MAX_BYTES = 256 * MB
 _JAVAC_WARMUP = """import java.util.*;
 import java.util.stream.*;
 public class Warmup {
@@ -66,9 +67,9 @@ def javac_archive(host: Host) -> str | None:
 
 async def _dump_javac_archive(host: Host, tc: Toolchain, cache_dir: str) -> str | None:
     async with uid_slot(host.uids) as uid:
-        workdir = make_workdir(host.work_root, uid)
+        size = 2 * _ARCHIVE_MAX_BYTES  # room for the archive while the JVM writes it
+        workdir = make_workdir(host.work_root, "Warmup.java", _JAVAC_WARMUP, uid, tmpfs=host.run_fs, size_bytes=size)
         try:
-            write_source(workdir, "Warmup.java", _JAVAC_WARMUP)
             stage = Stage(
                 cmd=[
                     tc.binaries["javac"],
@@ -95,7 +96,11 @@ async def _dump_javac_archive(host: Host, tc: Toolchain, cache_dir: str) -> str 
             out = await run_stage(host, stage)
             if out.returncode != 0:
                 return None
-            return _install_cache_file(workdir, "javac.jsa", cache_dir, max_bytes=256 * MB)
+            box = workdir.open_box()
+            try:
+                return _install_cache_file(box, "javac.jsa", cache_dir, max_bytes=_ARCHIVE_MAX_BYTES)
+            finally:
+                os.close(box)
         finally:
             await uncancellable(asyncio.to_thread(remove_workdir, workdir))
 
@@ -119,15 +124,12 @@ def _trusted_cache_file(cache_dir: str, name: str) -> str | None:
     return None
 
 
-def _install_cache_file(directory: str, name: str, cache_dir: str, *, max_bytes: int) -> str | None:
-    """Copy a regular file (never through a link) into cache_dir/name, read-only, owned by us."""
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _install_cache_file(dir_fd: int, name: str, cache_dir: str, *, max_bytes: int) -> str | None:
+    """Copy a regular file of dir_fd (never through a link) into cache_dir/name, read-only, owned by us."""
     try:
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
     except OSError:
         return None
-    finally:
-        os.close(dir_fd)
     with os.fdopen(src, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:

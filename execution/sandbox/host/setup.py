@@ -13,12 +13,14 @@ from execution.sandbox.host.cgroups import CgroupHierarchy, writable_hierarchies
 from execution.sandbox.host.javac_archive import javac_archive
 from execution.sandbox.host.mountns import first_blocking_ancestor, toolchain_mount_namespace
 from execution.sandbox.host.reaper import become_subreaper
+from execution.sandbox.host.runfs import TmpfsMaker, tmpfs_maker
 from execution.sandbox.host.seccomp import compile_filter, sealed_memfd
 from execution.sandbox.host.toolchains import Toolchain, path_is_under, resolve_binary
-from execution.sandbox.host.uids import UidSlots, free_uid_range
+from execution.sandbox.host.uids import UidSlots, free_uid_range, uid_slot
 from execution.sandbox.languages import LANGUAGES, REGISTRY
-from execution.sandbox.process import Outcome, Stage, decode, in_fresh_loop, run_stage_with_own_uid
-from execution.sandbox.types import Limits, SandboxConfig, SandboxStatus, ToolchainStatus
+from execution.sandbox.process import Outcome, Stage, decode, in_fresh_loop, run_stage, run_stage_with_own_uid
+from execution.sandbox.types import Limits, SandboxConfig, SandboxStatus, ToolchainStatus, default_python
+from execution.sandbox.workdir import make_workdir, remove_workdir
 
 
 @dataclass
@@ -39,6 +41,7 @@ class Host:
     work_root: str = ""
     javac_archive: str | None = None  # host path of a sealed AppCDS archive that speeds javac up
     seccomp_fd: int | None = None  # a sealed memfd holding the system-call filter (bwrap mode)
+    run_fs: TmpfsMaker | None = None  # makes each run's own filesystem (None: a directory on the disk)
 
 
 _STATE_LOCK = threading.Lock()
@@ -166,10 +169,19 @@ def _set_up_host(config: SandboxConfig) -> Host:
         return host
     if mode == "unsafe-rlimits-only":
         reason = "namespaces disabled by configuration (unsafe-rlimits-only)"
+        disk = "no mount namespace (unsafe-rlimits-only): runs write to a directory on the host's disk"
         host.status = SandboxStatus(
-            False, mode, reason, usable=True, per_run_uid=per_run_uid, cgroups=controllers, seccomp_note=seccomp_note
+            False,
+            mode,
+            reason,
+            usable=True,
+            per_run_uid=per_run_uid,
+            cgroups=controllers,
+            seccomp_note=seccomp_note,
+            disk_reason=disk,
         )
     else:
+        host.run_fs, disk = _run_filesystem(host, true)
         host.status = SandboxStatus(
             True,
             mode,
@@ -180,12 +192,41 @@ def _set_up_host(config: SandboxConfig) -> Host:
             bwrap_version=version,
             seccomp=host.seccomp_fd is not None,
             seccomp_note=seccomp_note,
+            disk_limited=host.run_fs is not None,
+            disk_reason=disk,
         )
     return host
 
 
 def _failure(outcome: Outcome) -> str:
     return outcome.start_error or decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
+
+
+def _run_filesystem(host: Host, true: str) -> tuple[TmpfsMaker | None, str | None]:
+    """The maker of each run's own filesystem, once one has carried a real sandbox here; else why not."""
+    on_disk = "runs write to a directory on the host's disk"
+    maker, reason = tmpfs_maker(default_python())
+    if maker is None:
+        return None, f"{reason}; {on_disk}"
+
+    async def trial() -> Outcome:
+        async with uid_slot(host.uids) as uid:
+            workdir = make_workdir(host.work_root, "trial", "", uid, tmpfs=maker, size_bytes=1 << 20, inodes=16)
+            try:
+                stage = trial_stage([true])
+                stage.workdir, stage.uid = workdir, uid
+                return await run_stage(host, stage)
+            finally:
+                remove_workdir(workdir)
+
+    try:
+        outcome = in_fresh_loop(trial)
+    except OSError as exc:
+        return None, f"cannot make a run's own filesystem ({exc}); {on_disk}"
+    if outcome.returncode != 0:
+        err = outcome.start_error or decode(outcome.stderr).strip() or f"exit status {outcome.returncode}"
+        return None, f"a run's own filesystem does not attach here ({err}); {on_disk}"
+    return maker, None
 
 
 def toolchains(config: SandboxConfig | None = None) -> dict[str, ToolchainStatus]:

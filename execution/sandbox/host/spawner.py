@@ -68,6 +68,8 @@ def child(req, fds, err_w):
     if req["mntns"] is not None:
         if libc.setns(fds[req["mntns"]], 0x00020000) != 0:
             raise OSError(ctypes.get_errno(), "setns into the toolchain mount namespace")
+    if req["attach"] is not None:
+        attach(req["attach"], fds)
     placed = [(fcntl.fcntl(fds[i], fcntl.F_DUPFD_CLOEXEC, high), target) for i, target in req["place"]]
     for fd, target in placed:
         os.dup2(fd, target)
@@ -95,6 +97,23 @@ def receive(sock):
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds += array.array("i", data[: len(data) - len(data) % 4])
     return msg, fds
+
+
+def attach(how, fds):
+    # The run's own filesystem (a detached tmpfs) on its mount point, in a mount namespace of
+    # this child's own, private first so nothing propagates back (host/runfs.py made it).
+    L = ctypes.c_long
+    def check(result, what):
+        if result < 0:
+            raise OSError(ctypes.get_errno(), what)
+    if how["userns"] is not None:
+        check(libc.setns(fds[how["userns"]], 0x10000000), "setns into the run filesystem's user namespace")
+    check(libc.unshare(0x00020000), "unshare(CLONE_NEWNS) for the run filesystem")
+    check(libc.mount(b"none", b"/", None, 0x4000 | (1 << 18), None), "making the stage's mounts private")
+    clone = libc.syscall(L(428), L(fds[how["fs"]]), b"", L(1 | os.O_CLOEXEC | 0x1000))  # open_tree(CLONE|EMPTY_PATH)
+    check(clone, "open_tree(OPEN_TREE_CLONE) of the run filesystem")
+    target = os.fsencode(how["path"])
+    check(libc.syscall(L(429), L(clone), b"", L(-100), target, L(0x4)), "move_mount of the run filesystem")
 
 
 def spawn(req, fds):
@@ -163,6 +182,16 @@ class Request:
     extra: tuple[tuple[int, int], ...] = ()  # (fd, number it must have in the child), e.g. bwrap's --info-fd
     cgroup_fds: tuple[int, ...] = ()  # cgroup.procs files the child writes "0" into
     mntns_fd: int | None = None
+    attach: Attach | None = None  # the run's own filesystem, mounted in the child's own namespace
+
+
+@dataclass(frozen=True)
+class Attach:
+    """A run's own filesystem (host/runfs.py) to attach on its mount point before exec."""
+
+    fs_fd: int  # the detached tmpfs
+    path: str  # the empty mount point on the host (bwrap binds its directories from there)
+    userns_fd: int | None = None  # the user namespace to join first (an unprivileged server)
 
 
 class SpawnFailed(OSError):
@@ -199,6 +228,13 @@ class Spawner:
         if request.mntns_fd is not None:
             mntns = len(fds)
             fds.append(request.mntns_fd)
+        attach = None
+        if request.attach is not None:
+            attach = {"fs": len(fds), "path": request.attach.path, "userns": None}
+            fds.append(request.attach.fs_fd)
+            if request.attach.userns_fd is not None:
+                attach["userns"] = len(fds)
+                fds.append(request.attach.userns_fd)
         message = {
             "argv": request.argv,
             "env": request.env,
@@ -209,6 +245,7 @@ class Spawner:
             "status": 3,
             "cgroups": cgroups,
             "mntns": mntns,
+            "attach": attach,
         }
         data = json.dumps(message).encode()
         with self._lock:

@@ -317,8 +317,8 @@ class StageProcess:
     async def go(self, cmd: list[str], stdin: bytes, timeout_s: float) -> Outcome:
         """Run `cmd` in the started sandbox for at most `timeout_s`; returns once every process is gone."""
         outcome = Outcome()
-        if self._used:
-            raise RuntimeError("a sandbox runs one program only")
+        if self._used or self._closed:
+            raise RuntimeError("a sandbox runs one program only, before it is closed")
         self._used = True
         if self.start_error is not None or self.proc is None:
             outcome.start_error = self.start_error or "the sandbox was not started"

@@ -147,6 +147,7 @@ class Spares:
         self._building: dict[BoxShape, int] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        self._changed: asyncio.Condition | None = None  # notified when a build ends
 
     def key(self, shape: BoxShape) -> BoxShape:
         """The shape spares of it are built with: the same, with the longest run's time limit."""
@@ -155,6 +156,15 @@ class Spares:
     def ready(self, shape: BoxShape) -> int:
         """Spares ready for this shape now."""
         return sum(1 for box in self._ready.get(self.key(shape), ()) if box.alive)
+
+    async def wait_built(self, shape: BoxShape, count: int | None = None) -> None:
+        """Until `count` (default: all) spares of this shape are ready and none is being built."""
+        wanted = self.count if count is None else count
+        key = self.key(shape)
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.ready(shape) >= wanted and not self._building.get(key))
 
     def take(self, shape: BoxShape) -> Box | None:
         """A ready spare for this shape (never used, still waiting), or None."""
@@ -189,17 +199,22 @@ class Spares:
 
     async def _build(self, key: BoxShape) -> None:
         try:
-            box = await box_open(key)
-        except OSError as exc:
-            logger.warning("could not build a spare sandbox: %s", exc)
-            return
+            try:
+                box = await box_open(key)
+            except OSError as exc:
+                logger.warning("could not build a spare sandbox: %s", exc)
+                return
+            finally:
+                self._building[key] -= 1
+            stock = self._ready.get(key)
+            if self._closed or stock is None or len(stock) >= self.count:
+                await box.close()
+            else:
+                stock.append(box)
         finally:
-            self._building[key] -= 1
-        stock = self._ready.get(key)
-        if self._closed or stock is None or len(stock) >= self.count:
-            await box.close()
-        else:
-            stock.append(box)
+            if self._changed is not None:
+                async with self._changed:
+                    self._changed.notify_all()
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -167,6 +167,27 @@ async def test_a_full_queue_answers_429(settings):
         services._pools.clear()
 
 
+@needs_sandbox
+async def test_a_run_that_waits_too_long_answers_429(settings):
+    """A run queued behind a busy slot for longer than EXECUTION_QUEUE_WAIT is answered 429 with Retry-After."""
+    settings.EXECUTION_MAX_CONCURRENT = 1
+    settings.EXECUTION_MAX_QUEUE = 4
+    settings.EXECUTION_QUEUE_WAIT = 0.2
+    services._pools.clear()
+    try:
+        first = asyncio.ensure_future(execute({"code": "import time; time.sleep(3)", "language": "python"}))
+        await until_running()
+        status, body = await execute({"code": "print(1)", "language": "python"})
+        assert status == 429
+        assert body["error"] == "RATE_LIMIT_EXCEEDED"
+        assert "waiting" in body["message"]
+        assert services.pool().queued == 0
+        status, body = await first
+        assert status == 200 and body["status"] == "ok"
+    finally:
+        services._pools.clear()
+
+
 async def test_unusable_sandbox_answers_unavailable(settings):
     """Without bubblewrap, nothing runs unsandboxed: status unavailable with the reason."""
     settings.EXECUTION_SANDBOX = "bwrap"

@@ -6,6 +6,7 @@ import pytest
 
 from execution.sandbox import ExecutionPool, Limits, QueueFull
 from execution.tests.helpers import CONFIG, IS_ROOT, host_uids_of, needs_sandbox, processes_with, run, sleep_token
+from interview.testing import PATIENCE_SECONDS
 
 pytestmark = [needs_sandbox, pytest.mark.usefixtures("nothing_left_behind")]
 
@@ -68,3 +69,78 @@ class TestLifecycle:
         assert pool.queued == 0
         assert (await first).status == "ok"
         assert pool.active == 0
+
+
+def timed_run(pool: ExecutionPool, key: str, seconds: float, done: list[str], name: str, address: str = ""):
+    """A run on `pool` for client `key` that sleeps `seconds`, then notes `name` in `done`."""
+
+    async def go():
+        result = await pool.run(
+            key=key,
+            address=address or key,
+            language="python",
+            code=f"import time; time.sleep({seconds})",
+            limits=Limits(timeout_s=10),
+            config=CONFIG,
+        )
+        done.append(name)
+        return result
+
+    return asyncio.create_task(go())
+
+
+async def until_queued(pool: ExecutionPool, queued: int) -> None:
+    """Until `queued` runs wait (and so a slot is held)."""
+    async with asyncio.timeout(PATIENCE_SECONDS):
+        while True:
+            if pool.queued >= queued and pool.active:
+                return
+            await asyncio.sleep(0.01)  # the pool has no event to wait on
+
+
+class TestFairQueue:
+    async def test_one_flooding_session_does_not_starve_another(self):
+        """Session A queues five runs behind its first; session B's single run goes after A's
+        second, not after A's sixth."""
+        pool = ExecutionPool(max_concurrent=1, max_queue=10, max_queue_per_client=6)
+        done: list[str] = []
+        flood = [timed_run(pool, "session:A", 3 if i == 0 else 0, done, f"A{i}") for i in range(6)]
+        await until_queued(pool, 5)  # A0 runs (3 s: longer than the queueing below)
+        single = timed_run(pool, "session:B", 0, done, "B")
+        await until_queued(pool, 6)
+        results = await asyncio.gather(*flood, single)
+        assert all(r.status == "ok" for r in results), results
+        assert done == ["A0", "A1", "B", "A2", "A3", "A4", "A5"]
+
+    async def test_a_client_over_its_share_of_the_queue_is_refused_at_once(self):
+        """Past max_queue_per_client waiting, a session (or an address) gets QueueFull; another still queues."""
+        pool = ExecutionPool(max_concurrent=1, max_queue=10, max_queue_per_client=2)
+        done: list[str] = []
+        tasks = [timed_run(pool, "session:A", 3 if i == 0 else 0, done, f"A{i}", address="10.0.0.1") for i in range(3)]
+        await until_queued(pool, 2)
+        with pytest.raises(QueueFull):
+            await pool.run(key="session:A", address="10.0.0.1", language="python", code="pass", config=CONFIG)
+        with pytest.raises(QueueFull):  # the same address under another session
+            await pool.run(key="session:C", address="10.0.0.1", language="python", code="pass", config=CONFIG)
+        tasks.append(timed_run(pool, "session:B", 0, done, "B", address="10.0.0.2"))
+        await until_queued(pool, 3)
+        assert all(r.status == "ok" for r in await asyncio.gather(*tasks))
+        assert (pool.active, pool.queued) == (0, 0)
+
+    async def test_a_run_waits_up_to_the_limit_then_is_refused(self):
+        """A queued run that gets no slot within max_wait_s gets QueueFull and leaves the queue."""
+        pool = ExecutionPool(max_concurrent=1, max_queue=4, max_wait_s=0.2)
+        hog = timed_run(pool, "session:A", 3, [], "A")
+        await until_queued(pool, 0)
+        with pytest.raises(QueueFull, match=r"waited 0\.2 s"):
+            await pool.run(key="session:B", language="python", code="pass", config=CONFIG)
+        assert pool.queued == 0
+        assert (await hog).status == "ok"
+
+    async def test_eight_one_second_runs_at_once_on_two_slots_all_finish(self):
+        """With the defaults (two slots, a 10 s wait), eight 1-second runs sent together all run."""
+        pool = ExecutionPool(max_concurrent=2, max_queue=16, max_queue_per_client=8, max_wait_s=10.0)
+        code = "import time; time.sleep(1); print('done')"
+        runs = [pool.run(key="session:A", language="python", code=code, config=CONFIG) for _ in range(8)]
+        results = await asyncio.gather(*runs)
+        assert [r.stdout for r in results] == ["done\n"] * 8

@@ -5,6 +5,14 @@ How a run is contained
 
 Every run gets a filesystem of its own (a tmpfs limited in size and inodes), an
 unprivileged uid of its own, and one or two sandboxed processes (compile, then run).
+These are built before the program is known (a *box*, ``spares.py``: a shell waits in each
+sandbox for its command), usually ahead of the request (the server's loop keeps
+``EXECUTION_SPARES`` per language), and each box serves one run and is destroyed after it.
+Every stage's outer process is started by the *spawner* (``host/spawner.py``), a small
+helper process of the server: its child does the set-up between fork and exec described
+below (join the cgroups, enter the toolchain mount namespace, attach the run's filesystem,
+drop to the run's uid, set the rlimits), which the server would otherwise do in a
+``preexec_fn`` fork of itself (7-15 ms holding the GIL per stage in a 100 MB server).
 
 * **Namespaces (bubblewrap).** ``bwrap --unshare-all --unshare-user --disable-userns``
   gives each stage new user, mount, pid, network, ipc, uts and cgroup namespaces.
@@ -54,7 +62,7 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   socket ``@interview-exec-uid-<uid>``: that works across several server processes,
   is released by the kernel if a process dies, and the sandboxes (own network
   namespace) cannot touch it. The child process drops to that uid *before* it execs
-  bwrap (``setgroups([])``, ``setresgid``, ``setresuid`` in ``preexec_fn``), so
+  bwrap (``setgroups([])``, ``setresgid``, ``setresuid`` in the spawner's child), so
   bwrap runs unprivileged and builds an unprivileged user namespace in which the
   program's uid maps to the per-run uid outside, never to 0. Because root is exempt from
   ``RLIMIT_NPROC`` and an unprivileged uid is not, and because no one else uses that uid,
@@ -72,7 +80,7 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   so later host mounts still propagate in) in which ``/root`` is a small tmpfs holding
   only read-only bind mounts of the toolchain directories that need it. The server
   keeps a file descriptor to that namespace; each sandbox child calls ``setns`` into it
-  (still root, in ``preexec_fn``) just before dropping to its uid and exec'ing bwrap,
+  (still root, in the spawner's child) just before dropping to its uid and exec'ing bwrap,
   which can then bind those paths by name. The server's own view is never changed,
   nothing is mounted on the host, and the namespace disappears with the server process.
 
@@ -142,11 +150,12 @@ unprivileged uid of its own, and one or two sandboxed processes (compile, then r
   every other process of the namespace is gone, so the server answers only after that
   pidfd reports the exit (for a normal exit too: bwrap's init exits when the program
   does, taking the namespace down). bwrap's outer process exits *without reaping* its
-  init, so the server makes itself a child subreaper (``PR_SET_CHILD_SUBREAPER``) and
-  reaps the orphaned init itself (otherwise, under an init that never reaps, zombies
-  would pile up and keep counting against the uid's ``RLIMIT_NPROC``). Process exits are
-  watched with pidfds, not ``Process.wait()``, which in Python 3.11 also waits for the
-  pipes to close. If pid 1 cannot be found, the server kills the outer bwrap's process
+  init, so the spawner is a child subreaper (``PR_SET_CHILD_SUBREAPER``) and reaps the
+  orphaned init and everything else that comes to it (otherwise, under an init that never
+  reaps, zombies would pile up and keep counting against the uid's ``RLIMIT_NPROC``); it
+  reports each outer process's exit code through a pipe the server handed over with the
+  request. The server watches the init with a pidfd (no parenthood needed) and kills it
+  with ``pidfd_send_signal``. If pid 1 cannot be found, the server kills the outer bwrap's process
   group and, as root, runs ``kill -9 -1`` as the run's uid. A uid that still owns a live
   process (a crashed server's leftover) is never handed out. The run's filesystem is then
   destroyed by closing its descriptor, and its empty mount point removed (without one,
@@ -166,13 +175,13 @@ cgroups, wall time, output cap, a minimal environment, and after every run a kil
 process group plus (root only) a ``kill -9 -1`` sweep as the run's uid and the reaping of
 its orphans.
 
-Side effects on the server process: it becomes a child subreaper (set once when the host is set up),
-keeps one mount-namespace file descriptor when a toolchain lives under a root-only
-directory, one memfd holding the system-call filter, one descriptor per run in progress (its
-filesystem), the spawner child (``host/spawner.py``, exits when the server does) and, when
-not root, the run filesystems' helper child (``host/runfs.py``) with a descriptor of its
-user namespace; on cgroup v2 it may move itself into the leaf ``interview-exec-server`` of
-its own cgroup (see above). Nothing else about the server changes.
+Side effects on the server process: it keeps one mount-namespace file descriptor when a
+toolchain lives under a root-only directory, one memfd holding the system-call filter, one
+descriptor per run in progress (its filesystem), the spawner child (``host/spawner.py``,
+exits when the server does) and, when not root, the run filesystems' helper child
+(``host/runfs.py``) with a descriptor of its user namespace; on cgroup v2 it may move
+itself into the leaf ``interview-exec-server`` of its own cgroup (see above). Nothing else
+about the server changes.
 
 Result conventions
 ==================
@@ -182,7 +191,8 @@ shell reports it: bwrap flattens the wait status that way, so ``exit(139)`` and 
 look alike), and ``None`` when the program did not end on its own (time or output limit,
 compile error, unavailable). ``execution_time_ms`` is the wall time of the whole call, end
 to end: directory set-up, compile stage if any, run stage (not the final clean-up).
-``output_bytes`` caps stdout and stderr *together*, per stage. A compile stage's failure
+(A run in a box built ahead of time does not count the building.) ``output_bytes`` caps
+stdout and stderr *together*, per stage. A compile stage's failure
 (errors, its own time or memory limit) is ``compile_error``; its output on success is not
 shown.
 

@@ -121,14 +121,14 @@ class StageProcess:
     started stage may wait for its program as long as it likes: that is how sandboxes are
     made ahead of time (``spares.py``).
 
-    Exits are watched with pidfds, not with ``Process.wait()``, which in Python 3.11 also
-    waits for the pipes to close (a detached child holding stdout would look like a hang).
+    The outer process is started by the spawner (``host/spawner.py``), which reports its exit
+    code through a pipe; the pipes to the program are asyncio pipe transports, so a detached
+    child still holding stdout never delays seeing the exit.
 
     bwrap's outer process exits as soon as its init reports the program's exit status,
-    without reaping that init; so the server is a child subreaper (set up with the host), the
-    orphaned init is re-parented to it, and close() waits on the init's pidfd until it is
-    dead (the kernel lets a pid namespace's init die only once every other process in the
-    namespace is gone) and reaps it.
+    without reaping that init; the orphaned init goes to the spawner (a subreaper, which
+    reaps it), and close() waits on the init's pidfd until it is dead (the kernel lets a
+    pid namespace's init die only once every other process in the namespace is gone).
     """
 
     def __init__(self, host: Host, stage: Stage) -> None:

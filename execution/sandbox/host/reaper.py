@@ -1,4 +1,4 @@
-"""Reaping and sweeping: the server is a subreaper; a run's leftovers are killed as its own uid."""
+"""Sweeping: a run's leftovers are killed as its own uid (the spawner reaps what it leaves)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,6 @@ from execution.sandbox.types import default_python
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Orphans of our descendants (bwrap's sandbox init) are re-parented to us, so we can reap them."""
-    return _LIBC.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-def reap_pidfd(pidfd: int) -> None:
-    """Reap an exited child by pidfd (never blocks; ECHILD if it is not ours: someone else reaps it)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
 
 
 async def kill_uid_processes(proc, uid: int | None, kill_binary: str | None) -> None:
@@ -58,7 +47,7 @@ async def kill_uid_processes(proc, uid: int | None, kill_binary: str | None) -> 
 
 
 def reap_orphans(uid: int, *, exclude: int) -> None:
-    """Reap zombies of the run's uid re-parented to us (the server is a subreaper).
+    """Reap zombies of the run's uid re-parented to us (a sweep's own children).
 
     Only this run uses that uid, so no other run's (asyncio-watched) child is touched.
     """

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from execution.sandbox.host.cgroups import CgroupHierarchy, writable_hierarchies
 from execution.sandbox.host.javac_archive import javac_archive
 from execution.sandbox.host.mountns import first_blocking_ancestor, toolchain_mount_namespace
-from execution.sandbox.host.reaper import become_subreaper
 from execution.sandbox.host.runfs import TmpfsMaker, tmpfs_maker
 from execution.sandbox.host.seccomp import compile_filter, sealed_memfd
 from execution.sandbox.host.toolchains import Toolchain, path_is_under, resolve_binary
@@ -110,7 +109,6 @@ def _set_up_host(config: SandboxConfig) -> Host:
         except OSError:
             host.cgroups = ()
     per_run_uid = host.uids is not None
-    become_subreaper()
     version = None
     seccomp_note = "no system-call filter without bwrap (unsafe-rlimits-only)"
     if mode == "bwrap":

@@ -422,7 +422,7 @@ class StageProcess:
                 os.killpg(proc.pid, signal.SIGKILL)
             await self._wait_outer()
             # No pid namespace: detached children may remain.
-            await kill_uid_processes(proc, self.stage.uid, self.host.kill_binary)
+            await self._sweep()
             return
         if not outer_exited.done():
             await self._kill_init()
@@ -432,7 +432,7 @@ class StageProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._info_done), _KILL_GRACE_S)
         if self.init_exited is None:
-            await kill_uid_processes(proc, self.stage.uid, self.host.kill_binary)  # never saw pid 1: be thorough
+            await self._sweep()  # never saw pid 1: be thorough
             return
         for attempt in range(2):
             try:
@@ -443,7 +443,15 @@ class StageProcess:
                     with contextlib.suppress(ProcessLookupError):
                         signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
                 if attempt:
-                    await kill_uid_processes(proc, self.stage.uid, self.host.kill_binary)
+                    await self._sweep()
+
+    async def _sweep(self) -> None:
+        """Kill every process of the run's uid (a stage whose pid 1 was not seen, or without
+        namespaces); the uid is checked again for leftovers before it is handed out next."""
+        if self.host.uids is not None and self.stage.uid is not None:
+            self.host.uids.suspect(self.stage.uid)
+        assert self.proc is not None
+        await kill_uid_processes(self.proc, self.stage.uid, self.host.kill_binary)
 
     async def _kill_init(self) -> None:
         proc = self.proc

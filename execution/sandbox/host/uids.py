@@ -23,6 +23,7 @@ class UidSlots:
         self._held: dict[int, socket.socket] = {}
         self._next = 0
         self._lock = threading.Lock()
+        self._clean: set[int] = set()  # uids found without processes since this process took them
 
     def try_acquire(self) -> int | None:
         with self._lock:
@@ -37,13 +38,22 @@ class UidSlots:
                 except OSError:
                     sock.close()
                     continue
-                if uid_has_processes(uid):  # left over by a crashed server: not a clean slot
+                # Left over by a crashed server: not a clean slot. Checked once per uid (a scan of
+                # /proc, 1-2 ms): after that, every run of ours ends only once its processes are
+                # gone, and one whose sweep could not make sure of it calls `suspect`.
+                if uid not in self._clean and uid_has_processes(uid):
                     sock.close()
                     continue
+                self._clean.add(uid)
                 self._held[uid] = sock
                 self._next = (self._next + i + 1) % n
                 return uid
             return None
+
+    def suspect(self, uid: int) -> None:
+        """Check this uid for processes again before handing it out (a sweep left doubt)."""
+        with self._lock:
+            self._clean.discard(uid)
 
     def release(self, uid: int) -> None:
         with self._lock:

@@ -150,6 +150,16 @@ def floors(runs: int) -> None:
             print(f"  {label:<30} p50 {percentile(times, 0.5):7.1f} ms  (n={n})", flush=True)
 
 
+def run_all(threads: list[threading.Thread]) -> float:
+    """Start the threads, wait for them all: the seconds it took."""
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def queueing(port: int, session_ids: tuple[str, str]) -> None:
     print("queueing (EXECUTION_MAX_CONCURRENT = CPU count, the default wait and queue):")
     results: list[tuple[float, dict]] = []
@@ -157,13 +167,7 @@ def queueing(port: int, session_ids: tuple[str, str]) -> None:
     def one(code, session=None, into=results):
         into.append(Client(port).execute("python", code, session))
 
-    threads = [threading.Thread(target=one, args=("import time; time.sleep(1)",)) for _ in range(8)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = run_all([threading.Thread(target=one, args=("import time; time.sleep(1)",)) for _ in range(8)])
     ok = sum(1 for _, r in results if r["http"] == 200 and r.get("success"))
     print(f"  eight 1-second runs at once: {ok}/8 ran, the last answered after {wall:.1f} s")
     flood: list[tuple[float, dict]] = []
@@ -221,14 +225,8 @@ def main():
                     while time.perf_counter() < deadline:
                         times.append(own.execute(language)[0])
 
-                threads = [threading.Thread(target=loop) for _ in range(args.concurrency)]
                 cpu = tree_cpu_ms(pids)
-                started = time.perf_counter()
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                elapsed = time.perf_counter() - started
+                elapsed = run_all([threading.Thread(target=loop) for _ in range(args.concurrency)])
                 per_run = (tree_cpu_ms(pids) - cpu) / max(1, len(times))
                 print(
                     f"  {language:<10} {len(times) / elapsed:6.1f} executions/s"

@@ -175,6 +175,7 @@ class StageProcess:
         stage = dataclasses.replace(stage, cmd=WAITING_STUB)
         mine: list[int] = []  # the server's ends
         theirs: list[int] = []  # the child's ends: closed here once it has them
+        started: list[int] = []
         try:
             extra: tuple[tuple[int, int], ...] = ()
             if self.isolated:
@@ -216,8 +217,13 @@ class StageProcess:
             )
             # Started by the spawner: a fork of this (large) server with its set-up before
             # exec took 7-15 ms and held the GIL, stalling every other request meanwhile.
-            pid = await uncancellable(asyncio.to_thread(spawner_for(default_python()).spawn, request))
+            spawner = spawner_for(default_python())
+            await uncancellable(asyncio.to_thread(lambda: started.append(spawner.spawn(request))))
+            pid = started[0]
         except BaseException:
+            if started:  # cancelled while it started: take it down (bwrap's init dies with its parent)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(started[0], signal.SIGKILL)
             for fd in mine:
                 os.close(fd)
             raise

@@ -80,16 +80,19 @@ async def execution_run(
     )
 
 
-def execution_warm() -> None:
-    """Make the running loop the server's (spares kept) and build every available language's spares."""
+async def execution_warm() -> None:
+    """Make the running loop the server's (spares kept) and build every available language's
+    spares. The sandbox's probe (a second or more: a trial sandbox, each toolchain's version)
+    runs on a thread, so a worker that has not probed yet serves while it does."""
     loop = asyncio.get_running_loop()
     if loop not in _server_loops:
         _server_loops.add(loop)
         _pools.pop(loop, None)
     config = sandbox_config()
-    if not sandbox.sandbox_status(config).usable:
+    if not (await asyncio.to_thread(sandbox.sandbox_status, config)).usable:
         return
-    available = [name for name, tc in sandbox.toolchains(config).items() if tc.available]
+    statuses = await asyncio.to_thread(sandbox.toolchains, config)
+    available = [name for name, tc in statuses.items() if tc.available]
     pool().warm(languages=available, limits=limits(settings.EXECUTION_DEFAULT_TIMEOUT), config=config)
 
 

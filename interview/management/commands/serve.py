@@ -387,7 +387,8 @@ class BoundedServer(Server):
         if hasattr(layer, "serve_here"):
             # This loop lives as long as the server (on it once it runs: startup comes first).
             loop.call_soon(layer.serve_here)
-        loop.call_soon(execution_warm)  # the spare sandboxes, built on the loop that uses them
+        # The spare sandboxes, built on the loop that uses them (kept: a task only weakly held).
+        self.warm_task = loop.create_task(execution_warm())
 
     def on_stop_signal(self, signum, _frame) -> None:
         from twisted.internet import reactor

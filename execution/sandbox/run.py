@@ -53,9 +53,7 @@ async def run_code(
             try:
                 box = await box_open(run.shape)
             except OSError as exc:
-                return verdicts.unavailable(
-                    f"Code execution is unavailable: cannot prepare a run directory ({exc})", started
-                )
+                return _no_directory(exc, started)
         return await _execute(run, box, code)
     finally:
         if box is not None:
@@ -64,14 +62,16 @@ async def run_code(
             spares.replenish(run.shape)
 
 
+def _no_directory(exc: OSError, started: float) -> ExecutionResult:
+    return verdicts.unavailable(f"Code execution is unavailable: cannot prepare a run directory ({exc})", started)
+
+
 async def _execute(run: _Run, box: Box, code: str) -> ExecutionResult:
     """Write the source into the box, compile if the language does, run: the verdict."""
     try:
         write_source(box.workdir, run.commands.source, code)
     except OSError as exc:
-        return verdicts.unavailable(
-            f"Code execution is unavailable: cannot prepare a run directory ({exc})", run.started
-        )
+        return _no_directory(exc, run.started)
     limits = run.limits
     if run.commands.compile is not None and box.compile is not None:
         out = await box.compile.go(run.commands.compile, b"", limits.compile_timeout_s)

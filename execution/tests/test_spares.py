@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from execution.sandbox import Limits, Spares, run_code
+from execution.sandbox import Limits, Spares, run_code, toolchains
 from execution.sandbox.run import box_shape
-from execution.tests.helpers import CONFIG, needs_sandbox, processes_with, run, sleep_token
+from execution.tests.helpers import CONFIG, needs_sandbox, processes_with, sleep_token
 from interview.testing import PATIENCE_SECONDS
 
 pytestmark = [needs_sandbox, pytest.mark.usefixtures("nothing_left_behind")]
@@ -21,7 +21,7 @@ LIMITS = Limits(timeout_s=5)
 
 async def ready_spares(count: int, language: str = "python") -> tuple[Spares, object]:
     """A stock of `count` spares for `language`, every one of them built and waiting."""
-    await run(language, "pass" if language == "python" else "")  # the host and toolchains are set up
+    await asyncio.to_thread(toolchains, CONFIG)  # the host and its toolchains are set up
     spares = Spares(count, max_timeout_s=10)
     shape = box_shape(language, LIMITS, CONFIG)
     assert shape is not None

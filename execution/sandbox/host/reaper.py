@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import signal
 
-from execution.sandbox.host import read_text
 from execution.sandbox.host.uids import uid_has_processes
 from execution.sandbox.types import default_python
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 async def kill_uid_processes(proc, uid: int | None, kill_binary: str | None) -> None:
@@ -40,27 +35,6 @@ async def kill_uid_processes(proc, uid: int | None, kill_binary: str | None) -> 
         )
         await sweeper.wait()
         await asyncio.sleep(0.005)
-        reap_orphans(uid, exclude=proc.pid)
         if not uid_has_processes(uid):
             return
         await asyncio.sleep(0.01)
-
-
-def reap_orphans(uid: int, *, exclude: int) -> None:
-    """Reap zombies of the run's uid re-parented to us (a sweep's own children).
-
-    Only this run uses that uid, so no other run's (asyncio-watched) child is touched.
-    """
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == exclude:
-            continue
-        text = read_text(f"/proc/{entry}/status") or ""
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if (
-            fields.get("PPid", "").strip() == me
-            and fields.get("State", "").strip().startswith("Z")
-            and fields.get("Uid", "").split()[:1] == [str(uid)]
-        ):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(int(entry), os.WNOHANG)

@@ -296,10 +296,6 @@ class Spawner:
                 self._helper.wait(5)
             self._helper = None
 
-    def close(self) -> None:
-        with self._lock:
-            self._drop_helper()
-
 
 _SPAWNERS: dict[str, Spawner] = {}
 _SPAWNERS_LOCK = threading.Lock()

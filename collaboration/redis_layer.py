@@ -152,6 +152,11 @@ class _Bridge:
         self.topics: set[str] = set()  # what this loop's members need
         self.confirmed: dict[str, asyncio.Future] = {}
         self.started = False
+        self.own_confirmed: asyncio.Future | None = None  # set by start()
+        # One SUBSCRIBE at a time on the connection: the reader's first one (every topic) and
+        # a member's could interleave there and one of them was lost (this process's own topic
+        # never confirmed: sends to its channels from other processes went nowhere).
+        self.subscribing = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -159,6 +164,9 @@ class _Bridge:
             self.started = True
             own = self.layer.process_topic(self.layer.process)
             self.topics.add(own)
+            # Confirmed by the reader's first SUBSCRIBE; every subscribe() waits for it too, so a
+            # member that joined can be sent to by name from any process at once.
+            self.own_confirmed = self.confirmed[own] = self.loop.create_future()
             self.tasks = [self.loop.create_task(self.publish_loop()), self.loop.create_task(self.read_loop())]
 
     # --- publishing --------------------------------------------------------------------
@@ -213,24 +221,29 @@ class _Bridge:
     # --- subscribing -------------------------------------------------------------------
 
     async def subscribe(self, topic: str) -> None:
+        """Until Redis confirms the topic and this process's own channel (a member that joined
+        can then be reached by its group and by name from any process)."""
         self.start()
-        if topic in self.topics and topic not in self.confirmed:
-            return
-        self.topics.add(topic)
-        future = self.confirmed.get(topic)
-        if future is None:
-            future = self.confirmed[topic] = self.loop.create_future()
+        waits = [(self.own_confirmed, "this process's channel")]
+        if topic not in self.topics or topic in self.confirmed:
+            self.topics.add(topic)
+            future = self.confirmed.get(topic)
+            if future is None:
+                future = self.confirmed[topic] = self.loop.create_future()
+                try:
+                    async with self.subscribing:
+                        await self.pubsub.subscribe(topic)
+                except (RedisError, OSError) as exc:
+                    # The reader subscribes again to every topic once it has Redis back.
+                    self.warn("Could not subscribe to %s (%s)", topic, exc)
+                    self.confirmed.pop(topic, None)
+                    return
+            waits.insert(0, (future, topic))
+        for pending, name in waits:
             try:
-                await self.pubsub.subscribe(topic)
-            except (RedisError, OSError) as exc:
-                # The reader subscribes again to every topic once it has Redis back.
-                self.warn("Could not subscribe to %s (%s)", topic, exc)
-                self.confirmed.pop(topic, None)
-                return
-        try:
-            await asyncio.wait_for(asyncio.shield(future), SUBSCRIBE_TIMEOUT_SECONDS)
-        except TimeoutError:
-            self.warn("Redis did not confirm the subscription to %s in time", topic)
+                await asyncio.wait_for(asyncio.shield(pending), SUBSCRIBE_TIMEOUT_SECONDS)
+            except TimeoutError:
+                self.warn("Redis did not confirm the subscription to %s in time", name)
 
     def unsubscribe(self, topic: str) -> None:
         if topic in self.topics:
@@ -250,7 +263,8 @@ class _Bridge:
         while True:
             try:
                 if resubscribe:
-                    await self.pubsub.subscribe(*sorted(self.topics))
+                    async with self.subscribing:
+                        await self.pubsub.subscribe(*sorted(self.topics))
                     resubscribe = False
                 item = await self.pubsub.get_message(timeout=None)
                 pause = RECONNECT_FIRST_SECONDS

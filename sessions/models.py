@@ -97,6 +97,14 @@ class HistoryEntry(models.Model):
     description = models.CharField(max_length=500)
     code_snapshot = models.TextField(null=True, blank=True)
     count = models.PositiveIntegerField(default=1, help_text="Changes coalesced into this entry.")
+    # The document's version when it was recorded (null on entries older than the timeline).
+    version = models.PositiveBigIntegerField(null=True, blank=True)
+    # What the timeline shows of it beyond the description: a language change's languages, a
+    # save's snapshot id, a run's language, status, exit code and time (small, fixed keys).
+    details = models.JSONField(null=True, blank=True)
+    # A run's output, capped at HISTORY_OUTPUT_BYTES each; cleared with its code (SESSION_MAX_HISTORY_CODES).
+    stdout = models.TextField(null=True, blank=True)
+    stderr = models.TextField(null=True, blank=True)
 
     class Meta:
         ordering = ["timestamp", "id"]
@@ -139,6 +147,45 @@ class DocumentOperation(models.Model):
         return f"v{self.version} of {self.session_id}"
 
 
+class DocumentCheckpoint(models.Model):
+    """The document's text at a version: one every DOCUMENT_CHECKPOINT_INTERVAL versions (and
+    at the first version a session's log holds), so any version is a checkpoint plus at most
+    that many operations. Trimmed with the operation log (SESSION_MAX_LOG_BYTES)."""
+
+    session = models.ForeignKey(InterviewSession, on_delete=models.CASCADE, related_name="checkpoints")
+    version = models.PositiveBigIntegerField()
+    code = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["version"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "version"], name="checkpoint_version_unique"),
+        ]
+
+    def __str__(self):
+        return f"checkpoint v{self.version} of {self.session_id}"
+
+
+class SessionNotes(models.Model):
+    """The interviewer's private notes on a session: read and written with the owner token only."""
+
+    session = models.OneToOneField(InterviewSession, on_delete=models.CASCADE, primary_key=True, related_name="notes")
+    text = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "session notes"
+
+    def __str__(self):
+        return f"Notes on {self.session_id}"
+
+
+class Role(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate"
+    INTERVIEWER = "interviewer", "Interviewer"
+
+
 class Participant(models.Model):
     """A user who joined a session; present while one of their connections is alive.
 
@@ -149,6 +196,8 @@ class Participant(models.Model):
     name = models.CharField(max_length=NAME_MAX_LENGTH)
     joined_at = models.DateTimeField(default=timezone.now)
     cursor_position = models.JSONField(null=True, blank=True)
+    # "interviewer" when the latest join carried the session's owner token.
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.CANDIDATE)
 
     class Meta:
         ordering = ["joined_at"]

@@ -116,6 +116,12 @@ class HistoryEntry(models.Model):
             models.Index(
                 fields=["session", "-id"], condition=models.Q(code_snapshot__isnull=False), name="history_session_codes"
             ),
+            # The timeline's events in order, without the edit entries (its changes come from the log).
+            models.Index(
+                fields=["session", "version", "id"],
+                condition=~models.Q(change_type="edit"),
+                name="history_session_timeline",
+            ),
         ]
         verbose_name_plural = "history entries"
 

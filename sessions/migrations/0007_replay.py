@@ -76,5 +76,9 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('session', 'version'), name='checkpoint_version_unique')],
             },
         ),
+        migrations.AddIndex(
+            model_name='historyentry',
+            index=models.Index(condition=models.Q(('change_type', 'edit'), _negated=True), fields=['session', 'version', 'id'], name='history_session_timeline'),
+        ),
         migrations.RunPython(checkpoint_current_versions, migrations.RunPython.noop),
     ]

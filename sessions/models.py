@@ -203,7 +203,8 @@ class Participant(models.Model):
     joined_at = models.DateTimeField(default=timezone.now)
     cursor_position = models.JSONField(null=True, blank=True)
     # "interviewer" when the latest join carried the session's owner token.
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.CANDIDATE)
+    # The database's default too: presence inserts participants in plain SQL.
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.CANDIDATE, db_default=Role.CANDIDATE)
 
     class Meta:
         ordering = ["joined_at"]

@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='participant',
             name='role',
-            field=models.CharField(choices=[('candidate', 'Candidate'), ('interviewer', 'Interviewer')], default='candidate', max_length=16),
+            field=models.CharField(choices=[('candidate', 'Candidate'), ('interviewer', 'Interviewer')], db_default='candidate', default='candidate', max_length=16),
         ),
         migrations.CreateModel(
             name='DocumentCheckpoint',

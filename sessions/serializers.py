@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.serializer_helpers import BindingDict
 
-from sessions.models import TITLE_MAX_LENGTH, Language
+from sessions.models import TITLE_MAX_LENGTH, Language, Role
 
 
 class StrictCharField(serializers.CharField):
@@ -195,6 +195,11 @@ class ParticipantSerializer(AnswerSerializer):
     joinedAt = serializers.DateTimeField(source="joined_at")
     cursorPosition = serializers.JSONField(
         source="cursor_position", allow_null=True, help_text="`{line, column, ...}` or null."
+    )
+    role = serializers.ChoiceField(
+        choices=Role.values,
+        help_text="Beyond the contract: `interviewer` when the participant's latest join carried the "
+        "session's owner token (`ownerToken`), else `candidate`.",
     )
 
 

@@ -22,6 +22,16 @@ class TestSchemaContent:
                 assert "400" in op["responses"], (method, path)
                 assert "404" in op["responses"], (method, path)
 
+    def test_participant_role_is_an_enum(self, client):
+        """A participant's `role` is required and is the enum candidate | interviewer."""
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+        participant = schemas["Participant"]
+        assert "role" in participant["required"]
+        role = participant["properties"]["role"]
+        ref = role.get("$ref") or role["allOf"][0]["$ref"]
+        assert ref == "#/components/schemas/RoleEnum"
+        assert schemas["RoleEnum"]["enum"] == ["candidate", "interviewer"]
+
     def test_requests_have_examples(self, client):
         """Request bodies of session create and code save carry examples."""
         schema = client.get("/openapi.json").json()

@@ -489,6 +489,18 @@ class NotesSaveSerializer(serializers.Serializer):
     notes = BoundedTextField(limit_setting="SESSION_NOTES_MAX_BYTES", label_text="Notes")
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Notes",
+            value={
+                "sessionId": "6f1c1b1e-8a51-4f0e-9f58-0f6a2b2f0d11",
+                "notes": "Clear about edge cases; slow start.",
+                "updatedAt": "2026-12-04T10:40:00Z",
+            },
+        )
+    ]
+)
 class NotesSerializer(AnswerSerializer):
     sessionId = serializers.UUIDField(source="session_id")
     notes = serializers.CharField(source="text", allow_blank=True, trim_whitespace=False)

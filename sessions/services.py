@@ -107,7 +107,7 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
         except SessionNotFound as exc:
             results[index] = exc
     with transaction.atomic():
-        db = store.HotPath()
+        db = store.HotPath(deferred=True)
         now = timezone.now()
         # Sessions are locked in one order (by id) in every process: two processes' rounds
         # sharing sessions wait for each other instead of deadlocking (PostgreSQL broke such
@@ -130,6 +130,7 @@ def code_changes_apply(*, submissions: list[tuple[object, CodeChange]], notify: 
                 for index in indices:
                     if isinstance(results[index], CodeChangeResult) and results[index].changed:
                         _notify_code_update(results[index])
+        db.flush()
         db.close()
     return results
 

@@ -106,10 +106,24 @@ async def execution_stop() -> None:
 def execution_record(*, session_id, language: str, code: str, result: sandbox.ExecutionResult) -> None:
     """Record a run in its session's history (`run_record`) and send it to the session's clients."""
     outcome = "succeeded" if result.success else (result.error or result.status)
+    answer = result.as_dict()
     entry = run_record(
-        session_id=session_id, code=code, description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)"
+        session_id=session_id,
+        code=code,
+        description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)",
+        details={
+            "language": language,
+            "status": answer.get("status"),
+            "success": answer["success"],
+            "exitCode": answer["exitCode"],
+            "executionTime": answer["executionTime"],
+            "error": answer["error"],
+            "truncated": bool(answer.get("truncated")),
+        },
+        stdout=answer["stdout"],
+        stderr=answer["stderr"],
     )
-    message = frames.execution_result(language=language, result=result.as_dict())
+    message = frames.execution_result(language=language, result=answer)
     events.publish(entry.session_id, events.serialized_event(message))
 
 

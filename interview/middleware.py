@@ -81,11 +81,14 @@ class StaticFilesMiddleware(_DualMode, WhiteNoiseMiddleware):
 
 
 def cookies_unused(request) -> bool:
-    """An API request other than DELETE: it authenticates nobody by cookie and shows no message.
+    """An API request other than DELETE or notes: it authenticates nobody by cookie and shows
+    no message.
 
-    DELETE's staff check reads the admin login (the session) and demands CSRF; everything
-    outside /api/ (the admin, the docs) may use either."""
-    return request.path_info.startswith("/api/") and request.method != "DELETE"
+    The owner-only calls (DELETE, a session's notes) take a staff user instead of the token:
+    their check reads the admin login (the session) and demands CSRF; everything outside
+    /api/ (the admin, the docs, the replay page) may use either."""
+    path = request.path_info
+    return path.startswith("/api/") and request.method != "DELETE" and not path.rstrip("/").endswith("/notes")
 
 
 class _ForCookieUsers:

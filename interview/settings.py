@@ -136,6 +136,15 @@ SESSION_MAX_LOG_BYTES = env.int("SESSION_MAX_LOG_BYTES", default=16 * 1_048_576)
 # The code a session keeps besides its current text: its newest saved snapshots (older ones
 # are deleted), and the newest history entries that carry code (snapshots and runs; older
 # ones stay in the timeline without their code). A real interview saves a handful of times.
+# A replay rebuilds a version from the newest checkpoint before it: one every this many versions.
+DOCUMENT_CHECKPOINT_INTERVAL = max(1, env.int("DOCUMENT_CHECKPOINT_INTERVAL", default=100))
+# What the timeline keeps of each run's stdout and stderr, and the most JSON one timeline page holds.
+HISTORY_OUTPUT_BYTES = env.int("HISTORY_OUTPUT_BYTES", default=65_536)
+TIMELINE_MAX_RESPONSE_BYTES = env.int("TIMELINE_MAX_RESPONSE_BYTES", default=1_048_576)
+TIMELINE_DEFAULT_LIMIT = 100
+TIMELINE_MAX_LIMIT = 500
+# The interviewer's private notes on a session, at most this many bytes of UTF-8.
+SESSION_NOTES_MAX_BYTES = env.int("SESSION_NOTES_MAX_BYTES", default=65_536)
 SESSION_MAX_SNAPSHOTS = env.int("SESSION_MAX_SNAPSHOTS", default=100)
 SESSION_MAX_HISTORY_CODES = env.int("SESSION_MAX_HISTORY_CODES", default=100)
 # This process's cache of recent operations (an estimate of their memory).
@@ -268,6 +277,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "sessions", "description": "Interview sessions, their code and snapshots."},
         {"name": "collaboration", "description": "Who is connected and what happened."},
         {"name": "execution", "description": "Run code in a sandbox."},
+        {"name": "replay", "description": "After the interview: the timeline, past versions, the interviewer's notes."},
         {"name": "meta", "description": "Service information and health."},
     ],
 }

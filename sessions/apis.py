@@ -7,10 +7,11 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from interview.errors import ApiError
 from interview.schema import error
 from interview.throttling import throttles_for
-from sessions import selectors, serializers, services
-from sessions.exceptions import InvalidChange
+from sessions import replay, selectors, serializers, services
+from sessions.exceptions import InvalidChange, VersionNotFound, VersionNotKept
 from sessions.permissions import IsSessionOwner
 
 SESSION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The session's UUID.")
@@ -69,14 +70,18 @@ class SessionViewSet(viewsets.ViewSet):
         self.response = self.request = None
         return response
 
+    # What needs the owner token, as its 401 names it.
+    owner_only = {"destroy": "Deleting a session", "notes": "A session's notes"}
+
     def get_permissions(self):
-        if self.action == "destroy":
+        if self.action in self.owner_only:
+            self.owner_only_what = self.owner_only[self.action]
             return [*super().get_permissions(), IsSessionOwner()]
         return super().get_permissions()
 
     def get_throttles(self):
-        if self.action == "code" and self.request.method != "POST":
-            return []
+        if self.action in ("code", "notes"):
+            return throttles_for("code_save") if self.request.method in ("POST", "PUT") else []
         return throttles_for(self.throttle_scopes.get(self.action))
 
     def create(self, request):
@@ -115,9 +120,17 @@ class SessionViewSet(viewsets.ViewSet):
     @extend_schema(
         methods=["GET"],
         tags=["sessions"],
-        summary="Get the current code",
-        parameters=[SESSION_ID],
-        responses={200: serializers.CodeSerializer},
+        summary="Get the current code, or the code at a past version",
+        description="With `version`, the document as it was at that version, rebuilt from the newest "
+        "checkpoint before it (one every DOCUMENT_CHECKPOINT_INTERVAL versions) and the changes after it; "
+        "`lastModified` is then when that version's text was made and `language` the language then.",
+        parameters=[SESSION_ID, serializers.CodeQuerySerializer],
+        responses={
+            200: serializers.CodeSerializer,
+            400: error("`version` is not an integer of 0 or more."),
+            404: error("No such session (SESSION_NOT_FOUND), or a version beyond the current one (VERSION_NOT_FOUND)."),
+            410: error("A version older than the oldest the session still keeps (VERSION_NOT_KEPT)."),
+        },
     )
     @extend_schema(
         methods=["POST"],
@@ -135,7 +148,14 @@ class SessionViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["get", "post"])
     def code(self, request, pk=None):
         if request.method == "GET":
-            return Response(serializers.CodeSerializer(selectors.session_get(session_id=pk)).data)
+            session = selectors.session_get(session_id=pk)
+            if "version" in request.query_params:
+                query = serializers.CodeQuerySerializer(data=request.query_params)
+                query.is_valid(raise_exception=True)
+                past = _version(session, query.validated_data["version"])
+                session.code, session.version = past.code, past.version
+                session.language, session.code_modified_at = past.language, past.modified_at
+            return Response(serializers.CodeSerializer(session).data)
         selectors.session_get(session_id=pk)
         params = serializers.CodeSaveSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -187,3 +207,90 @@ class SessionViewSet(viewsets.ViewSet):
             load_codes=lambda ids: selectors.history_codes(entry_ids=ids),
         )
         return Response(answer)
+
+    @extend_schema(
+        tags=["replay"],
+        summary="The session's timeline",
+        description="Oldest first: every change (the version it made, when, who, and its changes in the "
+        "contract's UTF-16 change format, as applied to the previous version), and the language and title "
+        "changes, saves and runs, each after the change of the version the document was at when it "
+        "happened. Paged by position: pass the answer's `next` as `after` and `afterEvent` until "
+        "`hasMore` is false. A run keeps at most HISTORY_OUTPUT_BYTES of each output stream, and only "
+        "the newest SESSION_MAX_HISTORY_CODES runs and saves keep it at all (older ones: null).",
+        parameters=[SESSION_ID, serializers.TimelineQuerySerializer],
+        responses={
+            200: serializers.TimelineSerializer,
+            400: error("A bad `after`, `afterEvent` or `limit`, or `after` beyond the current version."),
+        },
+    )
+    @action(detail=True, methods=["get"])
+    def timeline(self, request, pk=None):
+        session = selectors.session_get(session_id=pk)
+        query = serializers.TimelineQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = query.validated_data
+        if data["after"] > session.version:
+            raise ValidationError(
+                {"after": [f"The session is at version {session.version}; there is nothing after {data['after']}."]}
+            )
+        page = replay.timeline_page(
+            session=session, after=data["after"], after_event=data.get("afterEvent"), limit=data["limit"]
+        )
+        return Response(
+            {
+                "sessionId": session.id,
+                "currentVersion": session.version,
+                "firstVersion": page.first_version,
+                "items": page.items,
+                "next": {"after": page.next_after, "afterEvent": page.next_after_event},
+                "hasMore": page.has_more,
+            }
+        )
+
+    @extend_schema(
+        methods=["GET"],
+        tags=["replay"],
+        summary="The interviewer's private notes",
+        description="Needs `Authorization: Bearer <ownerToken>` or a logged-in staff user. Notes are never "
+        "sent over the WebSocket and never shown with the share link alone.",
+        parameters=[SESSION_ID],
+        responses={
+            200: serializers.NotesSerializer,
+            401: error("No owner token given."),
+            403: error("The owner token does not match."),
+        },
+    )
+    @extend_schema(
+        methods=["PUT"],
+        tags=["replay"],
+        summary="Replace the interviewer's private notes",
+        description="Needs `Authorization: Bearer <ownerToken>` or a logged-in staff user. At most "
+        "SESSION_NOTES_MAX_BYTES of UTF-8.",
+        parameters=[SESSION_ID],
+        request=serializers.NotesSaveSerializer,
+        responses={
+            200: serializers.NotesSerializer,
+            400: error("Invalid input, or notes over the size limit."),
+            401: error("No owner token given."),
+            403: error("The owner token does not match."),
+        },
+    )
+    @action(detail=True, methods=["get", "put"])
+    def notes(self, request, pk=None):
+        session = selectors.session_get(session_id=pk)
+        self.check_object_permissions(request, session)
+        if request.method == "GET":
+            return Response(serializers.NotesSerializer(replay.notes_get(session=session)).data)
+        params = serializers.NotesSaveSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        notes = services.notes_save(session=session, text=params.validated_data["notes"])
+        return Response(serializers.NotesSerializer(notes).data)
+
+
+def _version(session, version: int):
+    try:
+        return replay.version_get(session=session, version=version)
+    except VersionNotFound as exc:
+        raise ApiError(404, "VERSION_NOT_FOUND", str(exc)) from exc
+    except VersionNotKept as exc:
+        raise ApiError(410, "VERSION_NOT_KEPT", str(exc)) from exc

@@ -26,3 +26,11 @@ class ResyncRequired(Exception):
 
 class Deferred(Exception):
     """A change left for a later round: this round's rebase work is spent. Nothing was changed."""
+
+
+class VersionNotFound(Exception):
+    """A version the document has not reached (the API answers 404 VERSION_NOT_FOUND)."""
+
+
+class VersionNotKept(Exception):
+    """A version older than the oldest the session's log still rebuilds (410 VERSION_NOT_KEPT)."""

@@ -125,6 +125,22 @@ class ExportedHistoryEntrySerializer(serializers.Serializer):
     description = ExportTextField(max_length=_max_length(HistoryEntry, "description"))
     codeSnapshot = _nullable_text(source="code_snapshot")
     count = ExportIntegerField(min_value=1, required=False, default=1)
+    # The timeline's part (absent from exports made before it).
+    version = ExportIntegerField(min_value=0, required=False, allow_null=True, default=None)
+    details = ExportObjectField(required=False, allow_null=True, default=None)
+    stdout = _nullable_text()
+    stderr = _nullable_text()
+
+
+class ExportedCheckpointSerializer(serializers.Serializer):
+    version = ExportIntegerField(min_value=0)
+    code = ExportTextField()
+    createdAt = ExportTimestampField(source="created_at")
+
+
+class ExportedNotesSerializer(serializers.Serializer):
+    text = ExportTextField()
+    updatedAt = ExportTimestampField(source="updated_at")
 
 
 class ExportedOperationSerializer(serializers.Serializer):
@@ -159,16 +175,25 @@ class ExportSerializer(serializers.Serializer):
     history = ExportedHistoryEntrySerializer(many=True)
     operations = ExportedOperationSerializer(many=True)
     participants = ExportedParticipantSerializer(many=True)
+    checkpoints = ExportedCheckpointSerializer(many=True, required=False, default=list)
+    # Only in an export asked for with the notes (`export_session --with-notes`).
+    notes = ExportedNotesSerializer(required=False, allow_null=True, default=None)
 
     def validate(self, attrs: dict) -> dict:
         _no_repeats(attrs["snapshots"], "id", "snapshots")
         _no_repeats(attrs["operations"], "version", "operations")
+        _no_repeats(attrs["checkpoints"], "version", "checkpoints")
         _no_repeats(attrs["participants"], "user_id", "participants", "userId")
         version = attrs["session"]["version"]
         for index, operation in enumerate(attrs["operations"]):
             if operation["version"] > version:
                 raise serializers.ValidationError(
                     f"operations[{index}].version {operation['version']} is beyond the session's version {version}."
+                )
+        for index, checkpoint in enumerate(attrs["checkpoints"]):
+            if checkpoint["version"] > version:
+                raise serializers.ValidationError(
+                    f"checkpoints[{index}].version {checkpoint['version']} is beyond the session's version {version}."
                 )
         return attrs
 

@@ -15,11 +15,13 @@ from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, export_check, first_error
 from sessions.models import (
     CodeSnapshot,
+    DocumentCheckpoint,
     DocumentOperation,
     HistoryEntry,
     InterviewSession,
     Participant,
     ParticipantConnection,
+    SessionNotes,
 )
 from sessions.selectors import parse_session_id
 
@@ -157,6 +159,8 @@ class _Parsed:
     history: list[HistoryEntry]
     operations: list[DocumentOperation]
     participants: list[Participant]
+    checkpoints: list[DocumentCheckpoint]
+    notes: SessionNotes | None
 
 
 # An export's lists of rows, by the name it and _Parsed give them.
@@ -165,6 +169,7 @@ _PARTS = {
     "history": HistoryEntry,
     "operations": DocumentOperation,
     "participants": Participant,
+    "checkpoints": DocumentCheckpoint,
 }
 
 
@@ -185,7 +190,16 @@ def _parse(data: object) -> _Parsed:
         raise SessionImportError(first_error(exc.detail)) from exc
     session = InterviewSession(**export["session"])
     rows = {name: [model(session=session, **item) for item in export[name]] for name, model in _PARTS.items()}
-    return _Parsed(session, **rows)
+    if "checkpoints" not in data:
+        # An export made before checkpoints: a replay can show its text from its version on
+        # (its older versions cannot be rebuilt).
+        rows["checkpoints"].append(
+            DocumentCheckpoint(
+                session=session, version=session.version, code=session.code, created_at=session.code_modified_at
+            )
+        )
+    notes = None if export["notes"] is None else SessionNotes(session=session, **export["notes"])
+    return _Parsed(session, **rows, notes=notes)
 
 
 def session_import(*, data: dict, replace: bool = False) -> InterviewSession:
@@ -216,6 +230,9 @@ def session_import(*, data: dict, replace: bool = False) -> InterviewSession:
             HistoryEntry.objects.bulk_create(parsed.history)
             DocumentOperation.objects.bulk_create(parsed.operations)
             Participant.objects.bulk_create(parsed.participants)
+            DocumentCheckpoint.objects.bulk_create(parsed.checkpoints)
+            if parsed.notes is not None:
+                parsed.notes.save(force_insert=True)
             if replaced:
                 transaction.on_commit(partial(_announce_ended, [session.id], "replaced"))
     except DatabaseError as exc:

@@ -116,6 +116,12 @@ class HistoryEntry(models.Model):
             models.Index(
                 fields=["session", "-id"], condition=models.Q(code_snapshot__isnull=False), name="history_session_codes"
             ),
+            # The timeline's events in order, without the edit entries (its changes come from the log).
+            models.Index(
+                fields=["session", "version", "id"],
+                condition=~models.Q(change_type="edit"),
+                name="history_session_timeline",
+            ),
         ]
         verbose_name_plural = "history entries"
 
@@ -197,7 +203,8 @@ class Participant(models.Model):
     joined_at = models.DateTimeField(default=timezone.now)
     cursor_position = models.JSONField(null=True, blank=True)
     # "interviewer" when the latest join carried the session's owner token.
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.CANDIDATE)
+    # The database's default too: presence inserts participants in plain SQL.
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.CANDIDATE, db_default=Role.CANDIDATE)
 
     class Meta:
         ordering = ["joined_at"]

@@ -25,6 +25,6 @@ class IsSessionOwner(BasePermission):
             SessionAuthentication().enforce_csrf(request)
             return True
         # Raised rather than returned: with no authenticators DRF would answer 403, not 401.
-        raise ApiError(
-            401, "UNAUTHORIZED", "Deleting a session needs its owner token: Authorization: Bearer <ownerToken>."
-        )
+        what = getattr(view, "owner_only", {}).get(getattr(view, "action", None), "This")
+        message = f"{what} needs the session's owner token: Authorization: Bearer <ownerToken>."
+        raise ApiError(401, "UNAUTHORIZED", message)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from sessions import store
 from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT, EXPORT_FORMAT_VERSION
-from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection
+from sessions.models import HistoryEntry, InterviewSession, Participant, ParticipantConnection, SessionNotes
 
 
 def parse_session_id(value) -> uuid.UUID:
@@ -176,7 +176,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def session_export(*, session_id) -> dict:
+def session_export(*, session_id, with_notes: bool = False) -> dict:
     """Everything a session holds, JSON-ready, in the format `session_import` reads.
 
     Expired sessions not yet purged export too. Fields are listed one by one, so a
@@ -219,8 +219,16 @@ def session_export(*, session_id) -> dict:
                 "description": entry.description,
                 "codeSnapshot": entry.code_snapshot,
                 "count": entry.count,
+                "version": entry.version,
+                "details": entry.details,
+                "stdout": entry.stdout,
+                "stderr": entry.stderr,
             }
             for entry in session.history.order_by("id")
+        ],
+        "checkpoints": [
+            {"version": checkpoint.version, "code": checkpoint.code, "createdAt": _iso(checkpoint.created_at)}
+            for checkpoint in session.checkpoints.order_by("version")
         ],
         "operations": [
             {
@@ -241,4 +249,10 @@ def session_export(*, session_id) -> dict:
             }
             for participant in session.participants.order_by("joined_at", "user_id")
         ],
+        **({"notes": _notes_export(session)} if with_notes else {}),
     }
+
+
+def _notes_export(session: InterviewSession) -> dict | None:
+    notes = SessionNotes.objects.filter(session_id=session.id).first()
+    return None if notes is None else {"text": notes.text, "updatedAt": _iso(notes.updated_at)}

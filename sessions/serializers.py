@@ -1,7 +1,7 @@
 """The REST shapes of sessions, code, participants and history (camelCase on the wire)."""
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from drf_spectacular.utils import OpenApiExample, PolymorphicProxySerializer, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.serializer_helpers import BindingDict
@@ -294,3 +294,197 @@ class HistoryQuerySerializer(serializers.Serializer):
         help_text="Beyond the contract: skip this many of the newest entries first (default 0), "
         "to page back through history, e.g. to reach an older entry's code.",
     )
+
+
+# --- Replay: past versions, the timeline, the interviewer's notes ---------------------------
+
+
+class CodeQuerySerializer(serializers.Serializer):
+    version = QueryIntegerField(
+        required=False,
+        min_value=0,
+        help_text="Beyond the contract: the document as it was at this version (0 is the starter code). "
+        "Without it, the current code.",
+    )
+
+
+class TimelineQuerySerializer(serializers.Serializer):
+    after = QueryIntegerField(
+        required=False,
+        min_value=0,
+        default=0,
+        help_text="Start after the change that made this version (default 0: from the start); the events "
+        "recorded at this version come first.",
+    )
+    afterEvent = QueryIntegerField(
+        required=False,
+        min_value=0,
+        help_text="With `after`: continue after this event (an item's `id`) of version `after`. "
+        "Pass the previous page's `next` as `after` and `afterEvent`.",
+    )
+    limit = QueryIntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.TIMELINE_MAX_LIMIT,
+        default=settings.TIMELINE_DEFAULT_LIMIT,
+        help_text=f"At most this many items (1 to {settings.TIMELINE_MAX_LIMIT}, default "
+        f"{settings.TIMELINE_DEFAULT_LIMIT}); a page also stops at TIMELINE_MAX_RESPONSE_BYTES of JSON.",
+    )
+
+
+class ChangeSpecSerializer(serializers.Serializer):
+    from_ = serializers.IntegerField(help_text="UTF-16 offset in the previous version.")
+    to = serializers.IntegerField(help_text="UTF-16 offset in the previous version (exclusive).")
+    insert = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+class _TimelineItemSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        help_text="A change: the version it made. An event: the document's version when it happened."
+    )
+    timestamp = serializers.DateTimeField()
+    userId = serializers.CharField(allow_null=True, help_text="Who did it (null for a REST call or a run).")
+
+
+class _TimelineEventSerializer(_TimelineItemSerializer):
+    id = serializers.IntegerField(help_text="The event's id: its order among the events of one version.")
+
+
+class TimelineChangeSerializer(_TimelineItemSerializer):
+    type = serializers.ChoiceField(choices=["change"])
+    changes = ChangeSpecSerializer(many=True, help_text="As applied to the previous version, in order.")
+
+
+class TimelineLanguageChangeSerializer(_TimelineEventSerializer):
+    type = serializers.ChoiceField(choices=["language-change"])
+    from_ = serializers.CharField(help_text="The language before.")
+    to = serializers.CharField(help_text="The language after.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+class TimelineTitleChangeSerializer(_TimelineEventSerializer):
+    type = serializers.ChoiceField(choices=["title-change"])
+    from_ = serializers.CharField(allow_null=True)
+    to = serializers.CharField(allow_null=True)
+    description = serializers.CharField()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+class TimelineSaveSerializer(_TimelineEventSerializer):
+    type = serializers.ChoiceField(choices=["save"])
+    snapshotId = serializers.UUIDField(allow_null=True)
+    language = language_field(allow_null=True)
+
+
+class TimelineRunSerializer(_TimelineEventSerializer):
+    type = serializers.ChoiceField(choices=["run"])
+    language = language_field(allow_null=True)
+    status = serializers.CharField(allow_null=True)
+    success = serializers.BooleanField(allow_null=True)
+    exitCode = serializers.IntegerField(allow_null=True)
+    executionTime = serializers.IntegerField(allow_null=True, help_text="Wall time in milliseconds.")
+    error = serializers.CharField(allow_null=True)
+    stdout = serializers.CharField(
+        allow_null=True, help_text="At most HISTORY_OUTPUT_BYTES; null once an older run's output is no longer kept."
+    )
+    stderr = serializers.CharField(allow_null=True)
+    truncated = serializers.BooleanField(help_text="The output was cut (by the run's limit or the timeline's).")
+    description = serializers.CharField()
+
+
+class TimelineCursorSerializer(serializers.Serializer):
+    after = serializers.IntegerField()
+    afterEvent = serializers.IntegerField(allow_null=True)
+
+
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "A typed line, a run, another change",
+            value={
+                "sessionId": "6f1c1b1e-8a51-4f0e-9f58-0f6a2b2f0d11",
+                "currentVersion": 2,
+                "firstVersion": 0,
+                "items": [
+                    {
+                        "type": "change",
+                        "version": 1,
+                        "timestamp": "2026-12-04T10:00:01.250Z",
+                        "userId": "candidate-1",
+                        "changes": [{"from": 0, "to": 0, "insert": "print(42)\n"}],
+                    },
+                    {
+                        "type": "run",
+                        "id": 17,
+                        "version": 1,
+                        "timestamp": "2026-12-04T10:00:03.010Z",
+                        "userId": None,
+                        "language": "python",
+                        "status": "ok",
+                        "success": True,
+                        "exitCode": 0,
+                        "executionTime": 31,
+                        "error": None,
+                        "stdout": "42\n",
+                        "stderr": "",
+                        "truncated": False,
+                        "description": "Ran python: succeeded (31 ms)",
+                    },
+                    {
+                        "type": "change",
+                        "version": 2,
+                        "timestamp": "2026-12-04T10:00:05.900Z",
+                        "userId": "candidate-1",
+                        "changes": [{"from": 6, "to": 8, "insert": "43"}],
+                    },
+                ],
+                "next": {"after": 2, "afterEvent": None},
+                "hasMore": False,
+            },
+        )
+    ]
+)
+class TimelineSerializer(serializers.Serializer):
+    sessionId = serializers.UUIDField()
+    currentVersion = serializers.IntegerField()
+    firstVersion = serializers.IntegerField(
+        help_text="The oldest version this session can still show (`code?version=`); usually 0."
+    )
+    items = PolymorphicProxySerializer(
+        component_name="TimelineItem",
+        serializers=[
+            TimelineChangeSerializer,
+            TimelineLanguageChangeSerializer,
+            TimelineTitleChangeSerializer,
+            TimelineSaveSerializer,
+            TimelineRunSerializer,
+        ],
+        resource_type_field_name="type",
+        many=True,
+    )
+    next = TimelineCursorSerializer(help_text="Where this page ended: the next page's `after` and `afterEvent`.")
+    hasMore = serializers.BooleanField(help_text="More items follow already (ask again with `next`).")
+
+
+@extend_schema_serializer(examples=[OpenApiExample("Notes", value={"notes": "Clear about edge cases; slow start."})])
+class NotesSaveSerializer(serializers.Serializer):
+    notes = BoundedTextField(limit_setting="SESSION_NOTES_MAX_BYTES", label_text="Notes")
+
+
+class NotesSerializer(AnswerSerializer):
+    sessionId = serializers.UUIDField(source="session_id")
+    notes = serializers.CharField(source="text", allow_blank=True, trim_whitespace=False)
+    updatedAt = serializers.DateTimeField(source="updated_at", allow_null=True)

@@ -27,6 +27,7 @@ from sessions.models import (
     HistoryEntry,
     InterviewSession,
     Language,
+    SessionNotes,
 )
 from sessions.selectors import parse_session_id
 
@@ -157,6 +158,8 @@ def language_change_locked(
         user_id=user_id,
         change_type=ChangeType.LANGUAGE_CHANGE,
         description=f"Changed language from {previous} to {language}",
+        version=session.version,
+        details={"from": previous, "to": language},
     )
     message = frames.language_changed(user_id=user_id, language=language)
     sid = session.id
@@ -189,6 +192,8 @@ def session_update(
                     user_id=user_id,
                     change_type=ChangeType.TITLE_CHANGE,
                     description=f"Changed the title from {_quoted(previous)} to {_quoted(title)}",
+                    version=session.version,
+                    details={"from": previous or None, "to": title or None},
                 )
     return session
 
@@ -223,6 +228,8 @@ def snapshot_create(*, session_id, code: str, language: str | None = None, user_
                 change_type=ChangeType.SNAPSHOT,
                 description=f"Saved a snapshot ({len(session.code)} characters)",
                 code_snapshot=session.code,
+                version=session.version,
+                details={"snapshotId": str(snapshot.id), "language": session.language},
             )
         )
         history_codes_trim(session_id=session.id)
@@ -249,12 +256,39 @@ def history_codes_trim(*, session_id: uuid.UUID) -> int:
     return store.history_codes_beyond_clear(session_id, keep=max(0, settings.SESSION_MAX_HISTORY_CODES))
 
 
-def run_record(*, session_id, code: str, description: str) -> HistoryEntry:
-    """Record a run of code in its session's history (the description cut to what the column holds).
+def output_cap(text: str | None) -> tuple[str | None, bool]:
+    """A run's output as history keeps it: at most HISTORY_OUTPUT_BYTES of UTF-8 (cut at a
+    character), and whether it was cut."""
+    limit = settings.HISTORY_OUTPUT_BYTES
+    if text is None or len(text) * 4 <= limit:
+        return text, False
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text, False
+    return data[:limit].decode("utf-8", "ignore"), True
+
+
+def run_record(
+    *,
+    session_id,
+    code: str,
+    description: str,
+    details: dict | None = None,
+    stdout: str | None = None,
+    stderr: str | None = None,
+) -> HistoryEntry:
+    """Record a run of code in its session's history (the description cut to what the column
+    holds), with its outcome (`details`) and output (capped: `output_cap`) for the timeline.
 
     The session is locked while the entry is written, as edits lock it, so the run lands
-    between two batches of edits and ends the bursts of typing before it. Only the newest
-    SESSION_MAX_HISTORY_CODES entries with code keep it (see history_codes_trim)."""
+    between two batches of edits and ends the bursts of typing before it, at the version it
+    ran beside. Only the newest SESSION_MAX_HISTORY_CODES entries with code keep it and the
+    output (see history_codes_trim)."""
+    stdout, cut_out = output_cap(stdout)
+    stderr, cut_err = output_cap(stderr)
+    details = dict(details or {})
+    if cut_out or cut_err:
+        details["truncated"] = True
     with transaction.atomic():
         session = session_lock(session_id)
         entry = HistoryEntry.objects.create(
@@ -262,6 +296,10 @@ def run_record(*, session_id, code: str, description: str) -> HistoryEntry:
             change_type=ChangeType.EXECUTION,
             description=description[: HistoryEntry._meta.get_field("description").max_length],
             code_snapshot=code,
+            version=session.version,
+            details=details,
+            stdout=stdout,
+            stderr=stderr,
         )
         history_codes_trim(session_id=session.id)
     return entry
@@ -274,3 +312,11 @@ def session_delete(*, session_id) -> None:
         sid = session.id
         session.delete()
         transaction.on_commit(lambda: events.publish(sid, events.ended_event("deleted")))
+
+
+def notes_save(*, session: InterviewSession, text: str) -> SessionNotes:
+    """Replace the interviewer's notes on a session (the caller checked the owner token)."""
+    notes, _created = SessionNotes.objects.update_or_create(
+        session_id=session.id, defaults={"text": text, "updated_at": timezone.now()}
+    )
+    return notes

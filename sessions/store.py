@@ -16,7 +16,15 @@ import uuid
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
-from sessions.models import ChangeType, CodeSnapshot, DocumentOperation, HistoryEntry, InterviewSession
+from sessions import document
+from sessions.models import (
+    ChangeType,
+    CodeSnapshot,
+    DocumentCheckpoint,
+    DocumentOperation,
+    HistoryEntry,
+    InterviewSession,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +51,11 @@ def db_datetime(value: datetime.datetime, db=connection):
 
 def _statements(db) -> dict[str, str]:
     """The hot path's SQL for one database, with `%s` placeholders."""
-    session, ops, history = (
+    session, ops, history, checkpoints = (
         table_name(InterviewSession, db),
         table_name(DocumentOperation, db),
         table_name(HistoryEntry, db),
+        table_name(DocumentCheckpoint, db),
     )
     lock = " FOR UPDATE" if db.features.has_select_for_update else ""
     # Databases that return columns from INSERT (SQLite 3.35+, PostgreSQL) do from UPDATE too.
@@ -60,6 +69,9 @@ def _statements(db) -> dict[str, str]:
         "log_bytes": "" if returning else f"SELECT log_bytes FROM {session} WHERE id = %s",
         "append": f"INSERT INTO {ops} (session_id, version, user_id, seq, digest, changes, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        # A version's text is a fact: a checkpoint written twice (an import's, a retried batch's) is the same.
+        "checkpoint": f"INSERT INTO {checkpoints} (session_id, version, code, created_at) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (session_id, version) DO NOTHING",
         # Count more changes into an edit entry unless an entry of another kind came after it.
         "extend": f"UPDATE {history} SET count = count + %s, timestamp = %s, description = %s WHERE id = %s"
         f" AND NOT EXISTS (SELECT 1 FROM {history} later WHERE later.session_id = %s AND later.id > %s"
@@ -128,11 +140,19 @@ class HotPath:
         return {keys[key]: (code, version) for key, code, version in self.cursor.fetchall()}
 
     def save_document(
-        self, session_id: uuid.UUID, *, code: str, version: int, modified_at: datetime.datetime | None, operations: list
+        self,
+        session_id: uuid.UUID,
+        *,
+        code: str,
+        version: int,
+        modified_at: datetime.datetime | None,
+        operations: list,
+        checkpoints: list = (),
     ) -> None:
-        """Store the new text and version and append the operations
-        `(version, user_id, seq, changes, at, digest)`; a log that grows past
-        SESSION_MAX_LOG_BYTES loses its oldest operations (`operations_trim`)."""
+        """Store the new text and version, append the operations
+        `(version, user_id, seq, changes, at, digest)` and write the checkpoints
+        `(version, code, at)`; a log (operations and checkpoints) that grows past
+        SESSION_MAX_LOG_BYTES loses its oldest part (`operations_trim`)."""
         pk = self.pk(session_id)
         rows = []
         added = 0
@@ -140,6 +160,9 @@ class HotPath:
             prepared = self.json(changes)
             added += _operation_bytes(prepared, changes)
             rows.append((pk, v, user_id, seq, digest, prepared, self.when(at)))
+        for v, text, at in checkpoints:
+            added += OPERATION_ROW_BYTES + len(text)
+            self.cursor.execute(self.sql["checkpoint"], (pk, v, text, self.when(at)))
         cursor = self.cursor
         if modified_at is None:
             cursor.execute(self.sql["save"], (code, version, added, pk))
@@ -234,27 +257,98 @@ def _stored_json_bytes(column: str) -> str:
 
 
 def operations_trim(session_id: uuid.UUID, *, keep_bytes: int) -> int:
-    """Delete a session's oldest operations so that at most `keep_bytes` of them remain, and
-    set its byte count to what remains (measured, so an estimate never drifts). Returns the
-    newest version deleted, or 0. A delta based before it then gets RESYNC_REQUIRED."""
-    ops, pk = table_name(DocumentOperation), session_pk(session_id)
-    size = f"{_stored_json_bytes('changes')} + {OPERATION_ROW_BYTES}"
+    """Delete the oldest part of a session's log (operations and checkpoints) so that about
+    `keep_bytes` of it remains, and set its byte count to what remains (measured, so an
+    estimate never drifts). Returns the newest version whose operation went, or 0.
+
+    The text at the cut is kept as a checkpoint (rebuilt from the one before it), so every
+    version from the cut on can still be rebuilt; it is the oldest version a replay can
+    show. A delta based before the cut gets RESYNC_REQUIRED."""
+    ops, checkpoints, pk = table_name(DocumentOperation), table_name(DocumentCheckpoint), session_pk(session_id)
     with connection.cursor() as cursor:
-        # From the newest operation back, the running total of bytes: the oldest ones past
+        # From the newest row back, the running total of bytes: the oldest ones past
         # `keep_bytes` go, the newest ones within it stay.
         cursor.execute(
-            "SELECT MAX(CASE WHEN newer > %s THEN version END), MAX(CASE WHEN newer <= %s THEN newer END)"
-            f" FROM (SELECT version, SUM({size}) OVER (ORDER BY version DESC) AS newer"
-            f" FROM {ops} WHERE session_id = %s) AS log",
-            [keep_bytes, keep_bytes, pk],
+            f"SELECT MAX(CASE WHEN newer > %s THEN version END) FROM (SELECT version, SUM(size)"
+            f" OVER (ORDER BY version DESC, kind) AS newer FROM ({_log_sizes()}) AS log) AS running",
+            [keep_bytes, pk, pk],
         )
-        cut, kept = cursor.fetchone()
+        (cut,) = cursor.fetchone()
         if cut is not None:
+            text = version_text(session_id, cut)
+            if text is not None:
+                cursor.execute(
+                    f"INSERT INTO {checkpoints} (session_id, version, code, created_at) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (session_id, version) DO NOTHING",
+                    [pk, cut, text[0], db_datetime(text[1])],
+                )
             cursor.execute(f"DELETE FROM {ops} WHERE session_id = %s AND version <= %s", [pk, cut])
+            cursor.execute(f"DELETE FROM {checkpoints} WHERE session_id = %s AND version < %s", [pk, cut])
+        cursor.execute(f"SELECT SUM(size) FROM ({_log_sizes()}) AS log", [pk, pk])
+        (kept,) = cursor.fetchone()
         cursor.execute(f"UPDATE {table_name(InterviewSession)} SET log_bytes = %s WHERE id = %s", [kept or 0, pk])
     if cut is not None:
         logger.info("Trimmed the operation log of session %s up to version %s (%s bytes kept)", session_id, cut, kept)
     return cut or 0
+
+
+def version_text(session_id: uuid.UUID, version: int) -> tuple[str, datetime.datetime] | None:
+    """The document's text at a version before its current one, and when that text was made:
+    the newest checkpoint at or before it, with the operations after it applied (at most
+    DOCUMENT_CHECKPOINT_INTERVAL of them). None when the log no longer holds what it takes.
+
+    Safe outside a transaction: checkpoints and operations never change once written (a trim
+    only deletes the oldest), so a read that misses one says so rather than guessing."""
+    pk = session_pk(session_id)
+    q = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT version, code, created_at FROM {table_name(DocumentCheckpoint)}"
+            " WHERE session_id = %s AND version <= %s ORDER BY version DESC LIMIT 1",
+            [pk, version],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        base, code, made = row
+        made = _read_datetime(made)
+        if base == version:
+            return code, made
+        cursor.execute(
+            f"SELECT {q('changes')}, {q('created_at')} FROM {table_name(DocumentOperation)}"
+            f" WHERE {q('session_id')} = %s AND {q('version')} > %s AND {q('version')} <= %s ORDER BY {q('version')}",
+            [pk, base, version],
+        )
+        rows = cursor.fetchall()
+    if len(rows) != version - base:
+        return None  # trimmed meanwhile
+    for changes, at in rows:
+        if isinstance(changes, str | bytes):
+            changes = json.loads(changes)
+        if changes:
+            code = document.apply(code, changes)
+            made = _read_datetime(at)
+    return code, made
+
+
+def _read_datetime(value) -> datetime.datetime:
+    """A datetime column read by plain SQL, as the ORM would give it (aware, UTC)."""
+    if isinstance(value, str):
+        value = datetime.datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _log_sizes() -> str:
+    """SQL: `(version, kind, size)` of each row of a session's log, operations (kind 1) and
+    checkpoints (kind 0, first of a version when read newest first); two parameters, the
+    session's key twice."""
+    row = OPERATION_ROW_BYTES
+    return (
+        f"SELECT version, 1 AS kind, {_stored_json_bytes('changes')} + {row} AS size"
+        f" FROM {table_name(DocumentOperation)} WHERE session_id = %s"
+        f" UNION ALL SELECT version, 0 AS kind, LENGTH(code) + {row} AS size"
+        f" FROM {table_name(DocumentCheckpoint)} WHERE session_id = %s"
+    )
 
 
 def _row_readers(model) -> tuple[str, list[str], list]:
@@ -327,9 +421,9 @@ def snapshots_beyond_delete(session_id: uuid.UUID, *, keep: int) -> int:
 
 
 def history_codes_beyond_clear(session_id: uuid.UUID, *, keep: int) -> int:
-    """Clear the code of a session's history entries with code older than its newest `keep`
+    """Clear the code (and a run's output) of a session's history entries with code older than its newest `keep`
     such entries; how many lost it. By the partial index `history_session_codes`."""
-    change = f"UPDATE {table_name(HistoryEntry)} SET code_snapshot = NULL"
+    change = f"UPDATE {table_name(HistoryEntry)} SET code_snapshot = NULL, stdout = NULL, stderr = NULL"
     where = " AND code_snapshot IS NOT NULL"
     return _beyond(HistoryEntry, session_id, keep=keep, change=change, where=where, order="id DESC")
 

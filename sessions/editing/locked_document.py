@@ -40,6 +40,9 @@ class LockedDocument:
         self.stored_version = version
         self.modified_at = None
         self.new_ops: list[tuple] = []
+        # (version, code, at) to keep: the text every DOCUMENT_CHECKPOINT_INTERVAL versions,
+        # and a session's first version, so a replay can rebuild any version.
+        self.checkpoints: list[tuple] = []
         self.edits: list[tuple[str | None, object]] = []
         # Set once a change of this batch was deferred: the later ones wait for the next round too.
         self.deferring = False
@@ -150,8 +153,13 @@ class LockedDocument:
             return CodeChangeResult(self.session_id, self.version, self.code, [], change.user_id)
         _check_size(new_code)
         now = timezone.now()
+        if self.version == 0 and not self.new_ops:
+            # The starter text (version 0) is known only until the first change replaces it.
+            self.checkpoints.append((0, self.code, now))
         self.code = new_code
         self.version += 1
+        if self.version % settings.DOCUMENT_CHECKPOINT_INTERVAL == 0:
+            self.checkpoints.append((self.version, new_code, now))
         if changes:
             self.modified_at = now
         self.new_ops.append((self.version, change.user_id, change.seq, changes, now, key[2] if key else ""))
@@ -164,7 +172,12 @@ class LockedDocument:
         if not self.new_ops:
             return
         self.db.save_document(
-            self.session_id, code=self.code, version=self.version, modified_at=self.modified_at, operations=self.new_ops
+            self.session_id,
+            code=self.code,
+            version=self.version,
+            modified_at=self.modified_at,
+            operations=self.new_ops,
+            checkpoints=self.checkpoints,
         )
         operations, session_id = self.new_ops, self.session_id
         transaction.on_commit(lambda: operation_cache.add(session_id, operations))
@@ -172,4 +185,5 @@ class LockedDocument:
             edits_record(self.db, session_id, self.edits)
         self.stored_version = self.version
         self.new_ops = []
+        self.checkpoints = []
         self.edits = []

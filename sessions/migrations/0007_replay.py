@@ -60,7 +60,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='participant',
             name='role',
-            field=models.CharField(choices=[('candidate', 'Candidate'), ('interviewer', 'Interviewer')], default='candidate', max_length=16),
+            field=models.CharField(choices=[('candidate', 'Candidate'), ('interviewer', 'Interviewer')], db_default='candidate', default='candidate', max_length=16),
         ),
         migrations.CreateModel(
             name='DocumentCheckpoint',
@@ -75,6 +75,10 @@ class Migration(migrations.Migration):
                 'ordering': ['version'],
                 'constraints': [models.UniqueConstraint(fields=('session', 'version'), name='checkpoint_version_unique')],
             },
+        ),
+        migrations.AddIndex(
+            model_name='historyentry',
+            index=models.Index(condition=models.Q(('change_type', 'edit'), _negated=True), fields=['session', 'version', 'id'], name='history_session_timeline'),
         ),
         migrations.RunPython(checkpoint_current_versions, migrations.RunPython.noop),
     ]

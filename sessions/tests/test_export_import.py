@@ -15,7 +15,7 @@ from django.core.management import CommandError
 from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT
 from sessions.lifecycle import SessionImportError, session_import
-from sessions.models import CodeSnapshot, InterviewSession
+from sessions.models import STARTER_CODE, CodeSnapshot, InterviewSession
 from sessions.selectors import session_export
 from sessions.tests.factories import participant_make, populate, session_make, snapshot_make
 from sessions.tests.helpers import all_rows, rows, run
@@ -52,8 +52,25 @@ class TestExport:
             }
         ]
         assert [h["changeType"] for h in data["history"]] == ["edit", "edit", "snapshot", "language-change"]
-        assert set(data["history"][0]) == {"timestamp", "userId", "changeType", "description", "codeSnapshot", "count"}
+        assert set(data["history"][0]) == {
+            "timestamp",
+            "userId",
+            "changeType",
+            "description",
+            "codeSnapshot",
+            "count",
+            "version",
+            "details",
+            "stdout",
+            "stderr",
+        }
         assert data["history"][2]["codeSnapshot"] == "# 🎉\nprint(2)\n"
+        assert (data["history"][2]["version"], data["history"][2]["details"]["snapshotId"]) == (3, str(snapshot.id))
+        assert data["history"][3]["details"] == {"from": "python", "to": "javascript"}
+        # The starter text, checkpointed by the first change.
+        assert [c["version"] for c in data["checkpoints"]] == [0]
+        assert data["checkpoints"][0]["code"] == STARTER_CODE["python"]
+        assert "notes" not in data
         assert all(h["count"] == 1 for h in data["history"])
         assert [(op["version"], op["userId"], op["seq"]) for op in data["operations"]] == [
             (1, "alice", None),

@@ -8,7 +8,7 @@ from django.db import connection
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
 from sessions.editing.operation_cache import OperationCache
-from sessions.models import DocumentOperation, InterviewSession
+from sessions.models import DocumentCheckpoint, DocumentOperation, InterviewSession
 from sessions.services import (
     CodeChange,
     ResyncRequired,
@@ -28,14 +28,21 @@ def delta(sid, base: int, changes: list):
 
 
 def stored_bytes(sid) -> int:
-    """The log's size measured in the database, as the bound counts it."""
+    """The log's size (operations and checkpoints) measured in the database, as the bound counts it."""
+    key = InterviewSession._meta.pk.get_db_prep_value(sid, connection)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT COALESCE(SUM({_stored_json_bytes('changes')} + {OPERATION_ROW_BYTES}), 0) FROM"
             f" {DocumentOperation._meta.db_table} WHERE session_id = %s",
-            [InterviewSession._meta.pk.get_db_prep_value(sid, connection)],
+            [key],
         )
-        return cursor.fetchone()[0]
+        operations = cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT COALESCE(SUM(LENGTH(code) + {OPERATION_ROW_BYTES}), 0) FROM"
+            f" {DocumentCheckpoint._meta.db_table} WHERE session_id = %s",
+            [key],
+        )
+        return operations + cursor.fetchone()[0]
 
 
 def push(sid, rounds: int) -> int:

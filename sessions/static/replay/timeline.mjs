@@ -12,7 +12,8 @@ export const IDLE_CAP_MS = 2000;
 export const CHECKPOINT_INTERVAL = 100;
 export const SPEEDS = [1, 4, 16];
 
-const UNDEFINED_POSITION = -1;
+// The index of "no such item yet" (no change or run before a position).
+const NO_ITEM = -1;
 
 function changeParts(change) {
   // CodeMirror's change spec: `to` defaults to `from`, `insert` to nothing.
@@ -87,8 +88,8 @@ export class Replay {
     let lang = firstLanguageChange ? firstLanguageChange.from : language;
     let version = firstVersion;
     let text = firstText;
-    let change = UNDEFINED_POSITION;
-    let run = UNDEFINED_POSITION;
+    let change = NO_ITEM;
+    let run = NO_ITEM;
     this.versions[0] = version;
     this.changeIndex[0] = change;
     this.runIndex[0] = run;
@@ -151,13 +152,13 @@ export class Replay {
   /** The latest change item at or before `position`, or null. */
   changeAt(position) {
     const index = this.changeIndex[position];
-    return index === UNDEFINED_POSITION ? null : this.items[index];
+    return index === NO_ITEM ? null : this.items[index];
   }
 
   /** The latest run item at or before `position`, or null. */
   runAt(position) {
     const index = this.runIndex[position];
-    return index === UNDEFINED_POSITION ? null : this.items[index];
+    return index === NO_ITEM ? null : this.items[index];
   }
 
   textAt(position) {
@@ -179,15 +180,6 @@ export class Replay {
     }
     this.cache = { version, text };
     return text;
-  }
-
-  /** The first position showing `version` (just after the change that made it), or null. */
-  positionOf(version) {
-    if (version === this.firstVersion) {
-      return 0;
-    }
-    const index = this.items.findIndex((item) => item.type === "change" && item.version === version);
-    return index < 0 ? null : index + 1;
   }
 
   /** Milliseconds a playback at `speed` waits before going from `position` to the next one, or

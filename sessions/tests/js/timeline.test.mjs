@@ -76,8 +76,6 @@ test("each position shows its version, language, latest change and latest run", 
   assert.equal(replay.changeAt(2), items[0]);
   assert.equal(replay.runAt(3), null);
   assert.equal(replay.runAt(5), run);
-  assert.equal(replay.positionOf(2), 3);
-  assert.equal(replay.positionOf(0), 0);
 });
 
 test("seeking anywhere gives the text the changes build, through checkpoints", () => {

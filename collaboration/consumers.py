@@ -32,7 +32,7 @@ from collaboration.ratelimit import TokenBucket
 from collaboration.sequencing import OrderedDelivery
 from collaboration.writer import Submission, get_writer
 from sessions import events, frames
-from sessions.exceptions import SessionNotFound
+from sessions.exceptions import OwnerTokenMismatch, SessionNotFound
 from sessions.selectors import parse_session_id, welcome_states
 from sessions.services import CodeChange, session_update
 
@@ -244,15 +244,25 @@ class SessionConsumer(InboxConsumer):
         self.pongs_owed = 0
 
     async def on_join(self, message):
-        user_id, name = messages.parse_join(message)
+        request = messages.parse_join(message)
+        user_id, name = request.user_id, request.name
         if self.user_id is not None and self.user_id != user_id:
             # A connection is the user it joined as: its seqs and edits are that user's.
             raise MessageError("This connection has joined as another user; open a new connection for this one.")
-        change = await apply_presence(Join(self.session_id, user_id, name, self.channel_name))
+        try:
+            change = await apply_presence(
+                Join(self.session_id, user_id, name, self.channel_name, owner_token=request.owner_token)
+            )
+        except OwnerTokenMismatch as exc:
+            raise MessageError(
+                "ownerToken is not this session's owner token: the join was refused and nothing changed."
+            ) from exc
         self.user_id = user_id
         if change.changed:
             await self.broadcast(
-                frames.user_joined(user_id=user_id, name=name, participant_count=change.participant_count)
+                frames.user_joined(
+                    user_id=user_id, name=name, participant_count=change.participant_count, role=change.role
+                )
             )
 
     async def on_code_update(self, message):

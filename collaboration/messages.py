@@ -1,7 +1,7 @@
 """The WebSocket protocol's client messages: parsing and validation in one place."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -31,6 +31,15 @@ class Inbound:
     type: str
     user_id: str | None
     data: dict
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    user_id: str
+    name: str
+    # The session's owner token, when the joining user claims to be the interviewer. A
+    # secret: kept out of repr (so out of logs) and never echoed in any frame.
+    owner_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,7 +125,8 @@ def parse(text: str) -> Inbound:
     return Inbound(kind, user_id, data)
 
 
-def parse_join(message: Inbound) -> tuple[str, str]:
+def parse_join(message: Inbound) -> JoinRequest:
+    """`{name?, ownerToken?}`: whether the token is the session's is for presence to say."""
     if message.user_id is None:
         raise MessageError("join needs a top-level userId.")
     name = message.data.get("name", "Anonymous")
@@ -124,7 +134,11 @@ def parse_join(message: Inbound) -> tuple[str, str]:
         name = "Anonymous"
     if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not _storable(name):
         raise MessageError(f"name must be a string of at most {NAME_MAX_LENGTH} characters.")
-    return message.user_id, name.strip() or "Anonymous"
+    # Absent or null: a candidate's join, as every join of the existing client is.
+    token = message.data.get("ownerToken")
+    if token is not None and not isinstance(token, str):
+        raise MessageError("ownerToken must be a string: the session's owner token.")
+    return JoinRequest(message.user_id, name.strip() or "Anonymous", token)
 
 
 def parse_code_update(data: dict) -> CodeUpdate:

@@ -15,16 +15,17 @@ import socket
 import uuid
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from sessions.exceptions import SessionNotFound
-from sessions.models import InterviewSession, Participant, ParticipantConnection
+from sessions.exceptions import OwnerTokenMismatch, SessionNotFound
+from sessions.models import InterviewSession, Participant, ParticipantConnection, Role
 from sessions.selectors import parse_session_id, presence_cutoff
+from sessions.services import owner_token_matches
 from sessions.store import db_datetime, session_pk, table_name
 
 logger = logging.getLogger(__name__)
@@ -40,16 +41,19 @@ class PresenceChange:
     name: str
     changed: bool  # the user's first connection opened, or last one closed
     participant_count: int
+    role: str | None = None  # what a join made the participant (None for a leave)
 
 
 @dataclass(frozen=True)
 class Join:
-    """A connection joins its session as `user_id` (or joins again, renamed)."""
+    """A connection joins its session as `user_id` (or joins again, renamed): as the
+    interviewer with the session's owner token, else as a candidate."""
 
     session_id: uuid.UUID
     user_id: str
     name: str
     channel_name: str
+    owner_token: str | None = field(default=None, repr=False)  # a secret: never in a log
 
 
 @dataclass(frozen=True)
@@ -59,25 +63,38 @@ class Leave:
     channel_name: str
 
 
-def participant_join(*, session_id, user_id: str, name: str, channel_name: str) -> PresenceChange:
+def participant_join(
+    *, session_id, user_id: str, name: str, channel_name: str, owner_token: str | None = None
+) -> PresenceChange:
     """Record a connection as `user_id`; `changed` when the user was not present before.
 
-    A join again (this connection or another of the same user) only updates the name."""
-    (result,) = presence_apply(changes=[Join(parse_session_id(session_id), user_id, name, channel_name)])
+    A join again (this connection or another of the same user) only updates the name and
+    the role."""
+    (result,) = presence_apply(
+        changes=[Join(parse_session_id(session_id), user_id, name, channel_name, owner_token=owner_token)]
+    )
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def presence_apply(*, changes: list[Join | Leave]) -> list[PresenceChange | SessionNotFound | None]:
+def presence_apply(
+    *, changes: list[Join | Leave]
+) -> list[PresenceChange | SessionNotFound | OwnerTokenMismatch | None]:
     """Joins and leaves, in order, in one transaction: for each its PresenceChange, a
-    SessionNotFound for a join to a session that is not live, None for a leave of a
-    connection that never joined. Plain SQL but for a participant's first join on a
+    SessionNotFound for a join to a session that is not live, an OwnerTokenMismatch for
+    a join whose owner token is not the session's (it changed nothing), None for a leave
+    of a connection that never joined. Plain SQL but for a participant's first join on a
     database that cannot return an inserted id: a fleet of clients joins at once, and
     the ORM's building of seven queries per join was most of its cost.
 
     Each session's count of present users is read once, before its first change here,
-    and then follows the changes (all of them inside this transaction)."""
+    and then follows the changes (all of them inside this transaction).
+
+    Every join sets the participant's role: interviewer with the session's owner token,
+    candidate without one (so a join without it makes an interviewer a candidate again).
+    The token's hash comes with the read that finds the session live: a token costs no
+    query of its own."""
     with transaction.atomic(), connection.cursor() as cursor:
         batch = _PresenceBatch(cursor)
         return [batch.join(change) if isinstance(change, Join) else batch.leave(change) for change in changes]
@@ -93,7 +110,7 @@ class _PresenceBatch:
         self.links = table_name(ParticipantConnection)
         self.now = timezone.now()
         self.at, self.cutoff = db_datetime(self.now), db_datetime(presence_cutoff())
-        self.live: set = set()  # sessions found live in this batch
+        self.owners: dict = {}  # session key -> its owner token's hash, for the sessions found live here
         self.counts: dict = {}  # session key -> users present, as this batch left it
 
     def count(self, key) -> int:
@@ -110,11 +127,18 @@ class _PresenceBatch:
         cursor, people, links, at = self.cursor, self.people, self.links, self.at
         sid, user_id, name = join.session_id, join.user_id, join.name
         key = session_pk(sid)
-        if key not in self.live:
-            cursor.execute(f"SELECT 1 FROM {self.sessions} WHERE id = %s AND expires_at > %s", [key, at])
-            if cursor.fetchone() is None:
+        if key not in self.owners:
+            cursor.execute(f"SELECT owner_token_hash FROM {self.sessions} WHERE id = %s AND expires_at > %s", [key, at])
+            row = cursor.fetchone()
+            if row is None:
                 return SessionNotFound()
-            self.live.add(key)
+            self.owners[key] = row[0]
+        role = Role.CANDIDATE.value
+        if join.owner_token is not None:
+            # Before any write: a refused join changes nothing.
+            if not owner_token_matches(owner_token_hash=self.owners[key], token=join.owner_token):
+                return OwnerTokenMismatch()
+            role = Role.INTERVIEWER.value
         count = self.count(key)
         # This connection counts too: joining twice on one socket is not a new arrival.
         cursor.execute(
@@ -124,17 +148,18 @@ class _PresenceBatch:
         )
         row = cursor.fetchone()
         if row is None:
-            participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, self.now)
+            participant_id, created = _participant_insert(cursor, people, key, sid, user_id, name, role, self.now)
             was_present = False
         else:
             (participant_id, was_present), created = row, False
         updated = 0
         if not created:
             if was_present:
-                cursor.execute(f"UPDATE {people} SET name = %s WHERE id = %s", [name, participant_id])
+                cursor.execute(f"UPDATE {people} SET name = %s, role = %s WHERE id = %s", [name, role, participant_id])
             else:
                 cursor.execute(
-                    f"UPDATE {people} SET name = %s, joined_at = %s WHERE id = %s", [name, at, participant_id]
+                    f"UPDATE {people} SET name = %s, role = %s, joined_at = %s WHERE id = %s",
+                    [name, role, at, participant_id],
                 )
             # A connection joins as one user, so never before as a participant just
             # created; joining again refreshes its row.
@@ -151,7 +176,7 @@ class _PresenceBatch:
             )
         if not was_present:
             count = self.counts[key] = count + 1
-        return PresenceChange(sid, user_id, name, not was_present, count)
+        return PresenceChange(sid, user_id, name, not was_present, count, role)
 
     def leave(self, leave: Leave) -> PresenceChange | None:
         cursor, links = self.cursor, self.links
@@ -180,20 +205,20 @@ def _session_uuid(key) -> uuid.UUID:
     return key if isinstance(key, uuid.UUID) else uuid.UUID(str(key))
 
 
-def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, now) -> tuple[int, bool]:
+def _participant_insert(cursor, people: str, key, sid, user_id: str, name: str, role: str, now) -> tuple[int, bool]:
     """A new participant row: (its id, True), or (the id, False) of the one another process
     inserted first."""
     if not connection.features.can_return_columns_from_insert:
         participant, created = Participant.objects.get_or_create(
-            session_id=sid, user_id=user_id, defaults={"name": name, "joined_at": now}
+            session_id=sid, user_id=user_id, defaults={"name": name, "role": role, "joined_at": now}
         )
         return participant.pk, created
     try:
         with transaction.atomic():
             cursor.execute(
-                f"INSERT INTO {people} (session_id, user_id, name, joined_at, cursor_position)"
-                " VALUES (%s, %s, %s, %s, NULL) RETURNING id",
-                [key, user_id, name, db_datetime(now)],
+                f"INSERT INTO {people} (session_id, user_id, name, role, joined_at, cursor_position)"
+                " VALUES (%s, %s, %s, %s, %s, NULL) RETURNING id",
+                [key, user_id, name, role, db_datetime(now)],
             )
             return cursor.fetchone()[0], True
     except IntegrityError:

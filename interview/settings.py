@@ -270,6 +270,7 @@ SPECTACULAR_SETTINGS = {
     "PREPROCESSING_HOOKS": ["interview.schema.strip_optional_slash"],
     "ENUM_NAME_OVERRIDES": {
         "LanguageEnum": "sessions.models.Language",
+        "RoleEnum": "sessions.models.Role",
         "ExecutionStatusEnum": "execution.sandbox.Status.values",
         "HealthStatusEnum": ["healthy", "unhealthy"],
     },

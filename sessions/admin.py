@@ -210,9 +210,10 @@ class DocumentOperationAdmin(admin.ModelAdmin):
 
 @admin.register(Participant)
 class ParticipantAdmin(admin.ModelAdmin):
-    list_display = ["name", "user_id", "session", "joined_at", "live_connections"]
+    list_display = ["name", "user_id", "role", "session", "joined_at", "live_connections"]
     search_fields = ["name", "user_id"]
-    readonly_fields = ["session", "user_id", "joined_at", "cursor_position", "live_connections"]
+    # The role is what the participant's latest join proved (the owner token), not an editable fact.
+    readonly_fields = ["session", "user_id", "role", "joined_at", "cursor_position", "live_connections"]
 
     @admin.display(description="live connections")
     def live_connections(self, obj):

@@ -11,6 +11,10 @@ class SessionNotFound(Exception):
         self.message = message or self.default_message
 
 
+class OwnerTokenMismatch(Exception):
+    """An owner token was given and is not the session's; whatever it came with was refused."""
+
+
 class InvalidChange(Exception):
     """A change that cannot be applied (bad ranges, too large); nothing was changed."""
 

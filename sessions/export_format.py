@@ -7,7 +7,7 @@ from django.core.validators import ProhibitNullCharactersValidator
 from rest_framework import serializers
 
 from sessions import document
-from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Language, Participant
+from sessions.models import ChangeType, DocumentOperation, HistoryEntry, InterviewSession, Language, Participant, Role
 from sessions.serializers import StrictCharField
 
 EXPORT_FORMAT = "interview-session"
@@ -156,6 +156,8 @@ class ExportedParticipantSerializer(serializers.Serializer):
     name = ExportTextField(max_length=_max_length(Participant, "name"))
     joinedAt = ExportTimestampField(source="joined_at")
     cursorPosition = ExportObjectField(source="cursor_position", required=False, allow_null=True, default=None)
+    # Optional: exports made before roles existed hold none, and their participants were candidates.
+    role = serializers.ChoiceField(choices=Role.values, required=False, default=Role.CANDIDATE.value)
 
 
 def _no_repeats(items: list[dict], key: str, where: str, label: str | None = None) -> None:

@@ -51,8 +51,9 @@ def pong() -> dict:
     return wire_message("pong", {})
 
 
-def user_joined(*, user_id: str, name: str, participant_count: int) -> dict:
-    return wire_message("user-joined", {"name": name, "participantCount": participant_count}, user_id)
+def user_joined(*, user_id: str, name: str, participant_count: int, role: str) -> dict:
+    """`role` (beyond the contract): interviewer or candidate, as the join made the participant."""
+    return wire_message("user-joined", {"name": name, "participantCount": participant_count, "role": role}, user_id)
 
 
 def user_left(*, user_id: str, participant_count: int) -> dict:

@@ -145,13 +145,13 @@ def welcome_states(*, session_ids: list) -> list[Welcome | SessionNotFound]:
             live = [key for key in keys.values() if key in rows]
             if live:
                 cursor.execute(
-                    f"SELECT p.session_id, p.user_id, p.name FROM {store.table_name(Participant)} p"
+                    f"SELECT p.session_id, p.user_id, p.name, p.role FROM {store.table_name(Participant)} p"
                     f" WHERE p.session_id IN ({', '.join(['%s'] * len(live))}) AND {_live_link()}"
                     " ORDER BY p.session_id, p.joined_at, p.id",
                     [*live, store.db_datetime(presence_cutoff())],
                 )
-                for key, user_id, name in cursor.fetchall():
-                    people.setdefault(key, []).append({"userId": user_id, "name": name})
+                for key, user_id, name, role in cursor.fetchall():
+                    people.setdefault(key, []).append({"userId": user_id, "name": name, "role": role})
     states: list[Welcome | SessionNotFound] = []
     for sid in sids:
         key = keys.get(sid)
@@ -246,6 +246,7 @@ def session_export(*, session_id, with_notes: bool = False) -> dict:
                 "name": participant.name,
                 "joinedAt": _iso(participant.joined_at),
                 "cursorPosition": participant.cursor_position,
+                "role": participant.role,
             }
             for participant in session.participants.order_by("joined_at", "user_id")
         ],

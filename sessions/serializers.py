@@ -6,7 +6,7 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.utils.serializer_helpers import BindingDict
 
-from sessions.models import TITLE_MAX_LENGTH, Language
+from sessions.models import TITLE_MAX_LENGTH, Language, Role
 
 
 class StrictCharField(serializers.CharField):
@@ -195,6 +195,11 @@ class ParticipantSerializer(AnswerSerializer):
     joinedAt = serializers.DateTimeField(source="joined_at")
     cursorPosition = serializers.JSONField(
         source="cursor_position", allow_null=True, help_text="`{line, column, ...}` or null."
+    )
+    role = serializers.ChoiceField(
+        choices=Role.values,
+        help_text="Beyond the contract: `interviewer` when the participant's latest join carried the "
+        "session's owner token (`ownerToken`), else `candidate`.",
     )
 
 
@@ -484,6 +489,18 @@ class NotesSaveSerializer(serializers.Serializer):
     notes = BoundedTextField(limit_setting="SESSION_NOTES_MAX_BYTES", label_text="Notes")
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Notes",
+            value={
+                "sessionId": "6f1c1b1e-8a51-4f0e-9f58-0f6a2b2f0d11",
+                "notes": "Clear about edge cases; slow start.",
+                "updatedAt": "2026-12-04T10:40:00Z",
+            },
+        )
+    ]
+)
 class NotesSerializer(AnswerSerializer):
     sessionId = serializers.UUIDField(source="session_id")
     notes = serializers.CharField(source="text", allow_blank=True, trim_whitespace=False)

@@ -65,7 +65,14 @@ def session_create(
 
 def session_owner_check(*, session: InterviewSession, token: str) -> bool:
     """Whether `token` is the session's owner token (constant-time comparison)."""
-    return bool(session.owner_token_hash) and hmac.compare_digest(session.owner_token_hash, token_hash(token))
+    return owner_token_matches(owner_token_hash=session.owner_token_hash, token=token)
+
+
+def owner_token_matches(*, owner_token_hash: str, token: str) -> bool:
+    """Whether `token` is the owner token whose stored hash is `owner_token_hash` (constant
+    time; a session without an owner token, an imported one, matches no token). For callers
+    that read the hash without the session's row, as a batch of WebSocket joins does."""
+    return bool(owner_token_hash) and hmac.compare_digest(owner_token_hash, token_hash(token))
 
 
 def session_lock(session_id) -> InterviewSession:

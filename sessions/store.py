@@ -322,13 +322,14 @@ def version_text(session_id: uuid.UUID, version: int) -> tuple[str, datetime.dat
         rows = cursor.fetchall()
     if len(rows) != version - base:
         return None  # trimmed meanwhile
+    log = []
     for changes, at in rows:
         if isinstance(changes, str | bytes):
             changes = json.loads(changes)
         if changes:
-            code = document.apply(code, changes)
-            made = _read_datetime(at)
-    return code, made
+            log.append(changes)
+            made = at
+    return document.apply_log(code, log), _read_datetime(made)
 
 
 def _read_datetime(value) -> datetime.datetime:

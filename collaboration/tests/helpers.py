@@ -16,8 +16,18 @@ async def close_all(*communicators):
         await communicator.disconnect()
 
 
-async def join(communicator, user_id: str, name: str = "User"):
-    await communicator.send_json_to({"type": "join", "userId": user_id, "data": {"name": name}})
+async def join(communicator, user_id: str, name: str = "User", *, owner_token: str | None = None):
+    data = {"name": name} if owner_token is None else {"name": name, "ownerToken": owner_token}
+    await communicator.send_json_to({"type": "join", "userId": user_id, "data": data})
+
+
+async def until_pong(communicator) -> list[dict]:
+    """Ping, and return what came before the pong (the consumer answers in order)."""
+    await communicator.send_json_to({"type": "ping"})
+    seen = []
+    while (message := await communicator.receive_json_from(timeout=5))["type"] != "pong":
+        seen.append(message)
+    return seen
 
 
 async def open_joined(open_socket, session_id, *user_ids: str) -> list:

@@ -8,12 +8,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from websockets.asyncio.client import connect
 
 from collaboration.batching import Batcher
 from collaboration.presence import Join, Leave, presence_apply
 from interview.testing import RunningServer, http_json, next_message
-from sessions.exceptions import SessionNotFound
+from sessions.exceptions import OwnerTokenMismatch, SessionNotFound
+from sessions.models import InterviewSession
 from sessions.selectors import Welcome, participants_active, welcome_states
 from sessions.tests.factories import participant_make, session_make, snapshot_make
 
@@ -155,6 +158,72 @@ class TestPresenceBatch:
         assert [p.user_id for p in participants_active(session=one)] == ["a"]
         assert [p.user_id for p in participants_active(session=two)] == ["b"]
 
+    @pytest.mark.parametrize("returning", [True, False], ids=["insert-returning", "get-or-create"])
+    def test_each_join_sets_the_role_and_a_bad_token_fails_its_join_alone(self, monkeypatch, returning):
+        """In one batch: the owner token makes an interviewer, a wrong one is OwnerTokenMismatch and
+        writes nothing, a join without one is a candidate (an interviewer's too)."""
+        monkeypatch.setattr(connection.features, "can_return_columns_from_insert", returning)
+        session, other = session_make(), session_make()
+        token = session.owner_token
+        results = presence_apply(
+            changes=[
+                Join(session.id, "ada", "Ada", "chan.ada", owner_token=token),
+                Join(session.id, "eve", "Eve", "chan.eve", owner_token=other.owner_token),
+                Join(session.id, "cara", "Cara", "chan.cara"),
+                Join(session.id, "cara", "Cara", "chan.cara2", owner_token=token),
+                Join(session.id, "ada", "Ada", "chan.ada2"),
+                Join(session.id, "cara", "Cara", "chan.cara2", owner_token="wrong"),
+            ]
+        )
+        assert isinstance(results[1], OwnerTokenMismatch)
+        assert isinstance(results[5], OwnerTokenMismatch)
+        changes = [results[i] for i in (0, 2, 3, 4)]
+        assert [(c.user_id, c.role, c.changed, c.participant_count) for c in changes] == [
+            ("ada", "interviewer", True, 1),
+            ("cara", "candidate", True, 2),
+            ("cara", "interviewer", False, 2),
+            ("ada", "candidate", False, 2),
+        ]
+        assert [(p.user_id, p.role) for p in participants_active(session=session)] == [
+            ("ada", "candidate"),
+            ("cara", "interviewer"),
+        ]
+        assert welcome_states(session_ids=[session.id])[0].participants == [
+            {"userId": "ada", "name": "Ada", "role": "candidate"},
+            {"userId": "cara", "name": "Cara", "role": "interviewer"},
+        ]
+
+    def test_a_session_without_an_owner_token_has_no_interviewer(self):
+        """An imported session has no owner token hash: every token is refused, the empty one too."""
+        session = session_make()
+        InterviewSession.objects.filter(pk=session.id).update(owner_token_hash="")
+        results = presence_apply(
+            changes=[Join(session.id, "a", "A", "chan.a", owner_token=t) for t in ("", session.owner_token)]
+        )
+        assert all(isinstance(r, OwnerTokenMismatch) for r in results)
+        assert participants_active(session=session) == []
+
+    def test_an_owner_token_costs_no_query(self):
+        """A batch of joins with the owner token makes the same statements as one without."""
+
+        def statements(with_token: bool) -> list[str]:
+            session = session_make()
+            token = session.owner_token if with_token else None
+            joins = [Join(session.id, f"u{i}", "U", f"chan.{with_token}.{i}", owner_token=token) for i in range(3)]
+            with CaptureQueriesContext(connection) as queries:
+                results = presence_apply(changes=[*joins, joins[0]])
+            assert [r.role for r in results] == ["interviewer" if with_token else "candidate"] * 4
+            # Each statement's kind and table (savepoint names and values differ from run to run).
+            words = [q["sql"].split() for q in queries.captured_queries]
+            return [w[0] if w[0] in ("SAVEPOINT", "RELEASE") else " ".join(w[:3]) for w in words]
+
+        assert statements(with_token=True) == statements(with_token=False)
+
+    def test_a_join_keeps_its_token_out_of_its_repr(self):
+        """The owner token never shows in a Join's repr (what a log line or a traceback would print)."""
+        join = Join(uuid.uuid4(), "a", "A", "chan.a", owner_token="s3cret-token")
+        assert "s3cret-token" not in repr(join)
+
     def test_welcomes_of_many_sessions_each_their_own(self):
         one, two = session_make(code="print(1)\n"), session_make(language="javascript", code="let b\n")
         participant_make(one, "a", "A", live=1)
@@ -165,9 +234,9 @@ class TestPresenceBatch:
         first, second, again = results[0], results[3], results[4]
         assert isinstance(first, Welcome) and first == again
         assert (first.session_id, first.code, first.version) == (one.id, "print(1)\n", 1)
-        assert first.participants == [{"userId": "a", "name": "A"}]
+        assert first.participants == [{"userId": "a", "name": "A", "role": "candidate"}]
         assert (second.session_id, second.language, second.code) == (two.id, "javascript", "let b\n")
-        assert second.participants == [{"userId": "b", "name": "B"}]
+        assert second.participants == [{"userId": "b", "name": "B", "role": "candidate"}]
         snapshot_make(one.id, "print(2)\n")
         assert welcome_states(session_ids=[one.id])[0].version == 2
 
@@ -215,7 +284,7 @@ async def test_a_crowd_joining_at_once_sees_the_right_welcomes_and_counts(crowd_
             assert welcome["type"] == "welcome"
             assert welcome["data"]["sessionId"] == sid
             assert welcome["data"]["currentCode"] == f"# {sessions.index(sid)}\n"
-            assert {"userId": "watcher", "name": "W"} in welcome["data"]["participants"]
+            assert {"userId": "watcher", "name": "W", "role": "candidate"} in welcome["data"]["participants"]
         for n, (sid, watcher) in enumerate(zip(sessions, watchers, strict=True)):
             seen = [await next_message(watcher, "user-joined") for _ in range(per_session)]
             assert sorted(m["userId"] for m in seen) == sorted(f"u{n}-{i}" for i in range(per_session))

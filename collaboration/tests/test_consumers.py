@@ -80,7 +80,7 @@ class TestPresence:
         await join(a, "u-a", "Ann")
         message = await receive_type(b, "user-joined")
         assert message["userId"] == "u-a"
-        assert message["data"] == {"name": "Ann", "participantCount": 1}
+        assert message["data"] == {"name": "Ann", "participantCount": 1, "role": "candidate"}
         await join(b, "u-b", "Bob")
         assert (await receive_type(a, "user-joined"))["data"]["participantCount"] == 2
         c = await open_socket(session.id)

@@ -6,7 +6,7 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from collaboration.tests.helpers import close_all, get_document, join, receive_type, settle
+from collaboration.tests.helpers import close_all, get_document, join, receive_type, settle, until_pong
 from collaboration.tests.otclient import OTClient
 from sessions.models import DocumentOperation, Participant
 from sessions.services import session_cache_forget
@@ -14,15 +14,6 @@ from sessions.services import session_cache_forget
 pytestmark = pytest.mark.django_db(transaction=True)
 
 NOOP = [{"from": 0, "to": 0, "insert": ""}]
-
-
-async def until_pong(communicator) -> list[dict]:
-    """Ping, and return what came before the pong (the consumer answers in order)."""
-    await communicator.send_json_to({"type": "ping"})
-    seen = []
-    while (message := await communicator.receive_json_from(timeout=5))["type"] != "pong":
-        seen.append(message)
-    return seen
 
 
 def delta(changes, version, seq=None, user_id=None) -> dict:
@@ -213,7 +204,7 @@ class TestJoinAgain:
         while not seen or seen[-1]["type"] != "cursor-position":
             seen.append(await watcher.receive_json_from(timeout=5))
         assert [m["type"] for m in seen] == ["user-joined", "cursor-position"]
-        assert seen[0]["data"] == {"name": "Old", "participantCount": 2}
+        assert seen[0]["data"] == {"name": "Old", "participantCount": 2, "role": "candidate"}
         name = await database_sync_to_async(lambda: Participant.objects.get(session=session, user_id="u").name)()
         assert name == "New"
         await close_all(watcher, ws)

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from sessions.models import CodeSnapshot, InterviewSession, Participant, ParticipantConnection
+from sessions.models import CodeSnapshot, InterviewSession, Participant, ParticipantConnection, Role
 from sessions.services import CodeChange, code_change_apply, session_create, session_update, snapshot_create
 
 
@@ -46,13 +46,16 @@ def participant_make(
     live: int = 0,
     stale: int = 0,
     cursor: dict | None = None,
+    role: str = Role.CANDIDATE,
 ) -> Participant:
     """A participant with `live` fresh connections and `stale` ones from a dead process.
 
     Written as rows, not through `participant_join`: no service makes a connection an hour
     old, and tests of presence need exactly such rows.
     """
-    participant = Participant.objects.create(session=session, user_id=user_id, name=name, cursor_position=cursor)
+    participant = Participant.objects.create(
+        session=session, user_id=user_id, name=name, cursor_position=cursor, role=role
+    )
     old = timezone.now() - timedelta(hours=1)
     for i in range(live + stale):
         ParticipantConnection.objects.create(

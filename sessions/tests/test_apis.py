@@ -15,6 +15,7 @@ from sessions.models import (
     CodeSnapshot,
     HistoryEntry,
     InterviewSession,
+    Role,
 )
 from sessions.tests.factories import participant_make, session_expire
 
@@ -359,9 +360,19 @@ class TestParticipants:
         assert body["sessionId"] == sid
         assert len(body["participants"]) == 1
         participant = body["participants"][0]
-        assert set(participant) == {"userId", "name", "joinedAt", "cursorPosition"}
+        assert set(participant) == {"userId", "name", "joinedAt", "cursorPosition", "role"}
         assert participant["userId"] == "u1"
+        assert participant["role"] == "candidate"
         assert participant["cursorPosition"] == {"line": 1, "column": 2}
+
+    def test_participants_carry_their_role(self, api, make_session):
+        """Each participant has `role`: interviewer or candidate, as stored."""
+        sid = make_session()["sessionId"]
+        session = InterviewSession.objects.get(pk=sid)
+        participant_make(session, "cand", "Cara", live=1)
+        participant_make(session, "ada", "Ada", live=1, role=Role.INTERVIEWER)
+        body = api.get(f"/api/sessions/{sid}/participants").json()
+        assert {p["userId"]: p["role"] for p in body["participants"]} == {"cand": "candidate", "ada": "interviewer"}
 
     def test_empty_session_has_no_participants(self, api, make_session):
         """A session nobody joined lists none."""

@@ -11,6 +11,7 @@ from sessions.document import (
     Change,
     ChangeError,
     apply,
+    apply_log,
     diff,
     normalize,
     transform,
@@ -505,3 +506,21 @@ class TestCollaboration:
             assert client.buffer == []
             assert client.version == len(network.server.log)
             assert client.text == network.server.text
+
+
+class TestApplyLog:
+    @given(st.data(), texts)
+    @settings(max_examples=200, deadline=None)
+    def test_a_log_applied_at_once_equals_each_change_applied_in_turn(self, data, text):
+        """apply_log gives what `apply` gives operation by operation, astral characters included."""
+        log, expected = [], text
+        for _ in range(data.draw(st.integers(0, 4))):
+            changes = normalize(data.draw(change_lists(expected)), utf16_len(expected))
+            log.append(changes)
+            expected = apply(expected, changes)
+        assert apply_log(text, log) == expected
+
+    def test_a_change_outside_the_text_is_refused(self):
+        """A corrupt log (a change past the end) raises ChangeError rather than padding."""
+        with pytest.raises(ChangeError):
+            apply_log("ab", [[{"from": 1, "to": 5, "insert": ""}]])

@@ -15,7 +15,7 @@ from django.core.management import CommandError
 from sessions.exceptions import SessionNotFound
 from sessions.export_format import EXPORT_FORMAT
 from sessions.lifecycle import SessionImportError, session_import
-from sessions.models import STARTER_CODE, CodeSnapshot, InterviewSession
+from sessions.models import STARTER_CODE, CodeSnapshot, InterviewSession, Participant, Role
 from sessions.selectors import session_export
 from sessions.tests.factories import participant_make, populate, session_make, snapshot_make
 from sessions.tests.helpers import all_rows, rows, run
@@ -83,7 +83,8 @@ class TestExport:
             ("alice", "Alice", {"line": 2, "column": 3}),
             ("bob", "Bob", None),
         ]
-        assert set(data["participants"][0]) == {"userId", "name", "joinedAt", "cursorPosition"}
+        assert set(data["participants"][0]) == {"userId", "name", "joinedAt", "cursorPosition", "role"}
+        assert [p["role"] for p in data["participants"]] == ["candidate", "candidate"]
 
     def test_export_leaves_out_secrets_and_presence(self):
         """Neither the owner token nor its hash, nor live connections, are part of an export."""
@@ -161,6 +162,8 @@ GARBAGE = {
     "participant bad cursor": _mutate("participants.0.cursorPosition", [1, 2]),
     "participant duplicate user": _mutate("participants.1.userId", "alice"),
     "participant name too long": _mutate("participants.0.name", "n" * 101),
+    "participant unknown role": _mutate("participants.0.role", "admin"),
+    "participant null role": _mutate("participants.0.role", None),
 }
 
 
@@ -212,6 +215,33 @@ class TestImport:
         assert session_export(session_id=session.id) == exported
         assert rows(session.id)["connections"] == 0
         assert InterviewSession.objects.get(pk=session.id).owner_token_hash == owner_token_hash
+
+    def test_participants_keep_their_role(self):
+        """An interviewer exports as `role: interviewer` and is imported as one."""
+        session = populate()
+        Participant.objects.filter(session=session, user_id="alice").update(role=Role.INTERVIEWER)
+        exported = session_export(session_id=session.id)
+        assert [(p["userId"], p["role"]) for p in exported["participants"]] == [
+            ("alice", "interviewer"),
+            ("bob", "candidate"),
+        ]
+        _without_session(exported)
+        session_import(data=json.loads(json.dumps(exported)))
+        assert session_export(session_id=session.id) == exported
+        roles = dict(Participant.objects.filter(session_id=session.id).values_list("user_id", "role"))
+        assert roles == {"alice": "interviewer", "bob": "candidate"}
+
+    def test_an_export_without_roles_imports_candidates(self):
+        """`role` is optional on import (exports older than roles have none): its participants are candidates."""
+        session = populate()
+        Participant.objects.filter(session=session).update(role=Role.INTERVIEWER)
+        exported = session_export(session_id=session.id)
+        for participant in exported["participants"]:
+            del participant["role"]
+        _without_session(exported)
+        session_import(data=exported)
+        roles = set(Participant.objects.filter(session_id=session.id).values_list("role", flat=True))
+        assert roles == {"candidate"}
 
     def test_new_import_has_no_owner_token(self):
         """A session imported fresh has no owner token hash (only staff can delete it)."""

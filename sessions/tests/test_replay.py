@@ -1,6 +1,7 @@
 """Replay: any past version of the code, the timeline, and the interviewer's private notes."""
 
 import json
+import os
 import random
 
 import pytest
@@ -331,3 +332,55 @@ class TestNotes:
         run("import_session", str(out))
         assert SessionNotes.objects.get(session_id=sid).text == "keep me"
         assert "notes" not in json.loads(run("export_session", sid))
+
+
+class TestOlderData:
+    def test_an_export_without_checkpoints_replays_from_its_version(self, api):
+        """An export made before checkpoints imports with its current text as its first version."""
+        from sessions.lifecycle import session_import
+        from sessions.tests.factories import session_make
+
+        session = session_make()
+        random_edits(session.id, 3)
+        data = session_export(session_id=session.id)
+        del data["checkpoints"]
+        InterviewSession.objects.filter(pk=session.id).delete()
+        session_import(data=data)
+        assert api.get(f"/api/sessions/{session.id}/timeline").json()["firstVersion"] == 3
+        assert_error(api.get(f"/api/sessions/{session.id}/code?version=2"), 410, "VERSION_NOT_KEPT")
+
+    def test_the_migration_checkpoints_existing_sessions(self, tmp_path):
+        """Migration 0007 gives a session made before it a checkpoint of its current text."""
+        import sqlite3
+        import subprocess
+        import sys
+        import uuid
+
+        from django.conf import settings
+
+        database = tmp_path / "old.sqlite3"
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "SECRET_KEY_FILE": str(tmp_path / "key")}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+
+        def manage(*args):
+            subprocess.run(
+                [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, check=True, capture_output=True
+            )
+
+        manage("migrate", "interview_sessions", "0006", "--noinput")
+        sid = uuid.uuid4().hex
+        with sqlite3.connect(database) as db:
+            db.execute(
+                "INSERT INTO interview_sessions_interviewsession (id, title, language, code, version, created_at,"
+                " code_modified_at, expires_at, owner_token_hash, log_bytes) VALUES"
+                " (?, NULL, 'python', 'print(7)', 41, '2026-12-01 10:00:00', '2026-12-01 11:00:00',"
+                " '2099-01-01 00:00:00', '', 0)",
+                [sid],
+            )
+        manage("migrate", "--noinput")
+        with sqlite3.connect(database) as db:
+            rows = db.execute(
+                "SELECT version, code, created_at FROM interview_sessions_documentcheckpoint WHERE session_id = ?",
+                [sid],
+            ).fetchall()
+        assert rows == [(41, "print(7)", "2026-12-01 11:00:00")]

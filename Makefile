@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: run dev test install install-dev sandbox migrate static lint format bench clean
+.PHONY: run dev test install install-dev sandbox browser migrate static lint format bench clean
 
 run: install sandbox migrate static ## install, migrate and serve on HOST:PORT (default 0.0.0.0:3000)
 	$(PY) manage.py serve
@@ -12,7 +12,7 @@ run: install sandbox migrate static ## install, migrate and serve on HOST:PORT (
 dev: install sandbox migrate ## the autoreloading development server
 	DEBUG=$${DEBUG:-true} $(PY) manage.py runserver $${HOST:-0.0.0.0}:$${PORT:-3000}
 
-test: install-dev sandbox ## install what tests need and run them all, with coverage
+test: install-dev sandbox browser ## install what tests need and run them all, with coverage
 	$(BIN)/pytest
 
 install: $(VENV)/.installed
@@ -40,6 +40,20 @@ sandbox:
 	  else \
 	    echo "WARNING: bubblewrap (bwrap) is missing: install it (Debian/Ubuntu: sudo apt-get install bubblewrap)"; \
 	    echo "         until then code execution answers 'unavailable'."; \
+	  fi; }
+
+# The replay page's browser test drives Debian's Chromium (Playwright never downloads a
+# browser here); install it where we can, else say what to do.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Chromium for the replay page's browser test"; \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1)) || \
+	    echo "WARNING: could not install chromium; the replay page's browser test will be skipped."; \
+	  else \
+	    echo "WARNING: chromium is missing: install it (Debian/Ubuntu: sudo apt-get install chromium)"; \
+	    echo "         until then the replay page's browser test is skipped."; \
 	  fi; }
 
 migrate: install

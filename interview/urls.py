@@ -1,10 +1,11 @@
-"""URL routes: the API under /api, service endpoints, docs and the admin."""
+"""URL routes: the API under /api, service endpoints, docs, the replay page and the admin."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from interview.views import HealthView, IndexView
+from sessions.views import session_replay
 
 urlpatterns = [
     path("", IndexView.as_view(), name="index"),
@@ -12,6 +13,8 @@ urlpatterns = [
     path("api/health", HealthView.as_view(), name="api-health"),
     path("api/", include("sessions.urls")),
     path("api/", include("execution.urls")),
+    # The interviewer's replay page (HTML, outside the API), with or without a trailing slash.
+    re_path(r"^sessions/(?P<session_id>[^/]+)/replay/?$", session_replay, name="session-replay"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),

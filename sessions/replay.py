@@ -81,27 +81,26 @@ def _json(value):
 def _language_at(session: InterviewSession, version: int) -> str:
     """The language when `version` was made: the last language change recorded before it, else
     what the first one after it changed from, else the session's language."""
-    pk = store.session_pk(session.id)
-    table = store.table_name(HistoryEntry)
-    change = ChangeType.LANGUAGE_CHANGE.value
+    before = _language_change(session, "version < %s ORDER BY version DESC, id DESC", version)
+    if before is not None:
+        return before.get("to") or session.language
+    after = _language_change(session, "version >= %s ORDER BY version, id", version)
+    if after is not None:
+        return after.get("from") or session.language
+    return session.language
+
+
+def _language_change(session: InterviewSession, where: str, version: int) -> dict | None:
+    """The details of the session's first language change by `where` (a condition on the
+    version, then an order), or None."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT details FROM {table} WHERE session_id = %s AND change_type = %s AND version < %s"
-            " ORDER BY version DESC, id DESC LIMIT 1",
-            [pk, change, version],
+            f"SELECT details FROM {store.table_name(HistoryEntry)} WHERE session_id = %s AND change_type = %s"
+            f" AND {where} LIMIT 1",
+            [store.session_pk(session.id), ChangeType.LANGUAGE_CHANGE.value, version],
         )
         row = cursor.fetchone()
-        if row is not None:
-            return (_json(row[0]) or {}).get("to") or session.language
-        cursor.execute(
-            f"SELECT details FROM {table} WHERE session_id = %s AND change_type = %s AND version >= %s"
-            " ORDER BY version, id LIMIT 1",
-            [pk, change, version],
-        )
-        row = cursor.fetchone()
-    if row is not None:
-        return (_json(row[0]) or {}).get("from") or session.language
-    return session.language
+    return None if row is None else (_json(row[0]) or {})
 
 
 @dataclass(frozen=True)

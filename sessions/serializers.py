@@ -337,15 +337,19 @@ class TimelineQuerySerializer(serializers.Serializer):
     )
 
 
-class ChangeSpecSerializer(serializers.Serializer):
-    from_ = serializers.IntegerField(help_text="UTF-16 offset in the previous version.")
-    to = serializers.IntegerField(help_text="UTF-16 offset in the previous version (exclusive).")
-    insert = serializers.CharField(allow_blank=True, trim_whitespace=False)
+class _FromFieldMixin:
+    """A field named `from` (a Python keyword), declared as `from_`."""
 
     def get_fields(self):
         fields = super().get_fields()
         fields["from"] = fields.pop("from_")
         return fields
+
+
+class ChangeSpecSerializer(_FromFieldMixin, serializers.Serializer):
+    from_ = serializers.IntegerField(help_text="UTF-16 offset in the previous version.")
+    to = serializers.IntegerField(help_text="UTF-16 offset in the previous version (exclusive).")
+    insert = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
 
 class _TimelineItemSerializer(serializers.Serializer):
@@ -365,27 +369,17 @@ class TimelineChangeSerializer(_TimelineItemSerializer):
     changes = ChangeSpecSerializer(many=True, help_text="As applied to the previous version, in order.")
 
 
-class TimelineLanguageChangeSerializer(_TimelineEventSerializer):
+class TimelineLanguageChangeSerializer(_FromFieldMixin, _TimelineEventSerializer):
     type = serializers.ChoiceField(choices=["language-change"])
     from_ = serializers.CharField(help_text="The language before.")
     to = serializers.CharField(help_text="The language after.")
 
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["from"] = fields.pop("from_")
-        return fields
 
-
-class TimelineTitleChangeSerializer(_TimelineEventSerializer):
+class TimelineTitleChangeSerializer(_FromFieldMixin, _TimelineEventSerializer):
     type = serializers.ChoiceField(choices=["title-change"])
     from_ = serializers.CharField(allow_null=True)
     to = serializers.CharField(allow_null=True)
     description = serializers.CharField()
-
-    def get_fields(self):
-        fields = super().get_fields()
-        fields["from"] = fields.pop("from_")
-        return fields
 
 
 class TimelineSaveSerializer(_TimelineEventSerializer):

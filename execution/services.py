@@ -136,4 +136,20 @@ def sandbox_report() -> dict:
         "required": False,
         **status.as_dict(),
         "languages": {name: tc.as_dict() for name, tc in sandbox.toolchains(config).items()},
+        "runs": runs_report(),
+    }
+
+
+def runs_report() -> dict:
+    """This process's runs now: running, waiting for a slot, and the spare sandboxes ready per
+    language (EXECUTION_SPARES each; fewer while they are being rebuilt after runs). Read from
+    another thread than the server loop's: plain counts, a moment's view."""
+    server = next((_pools[loop] for loop in list(_server_loops) if loop in _pools), None)
+    if server is None:
+        return {"running": 0, "waiting": 0, "spares": {}}
+    spares = server.spares
+    return {
+        "running": server.active,
+        "waiting": server.queued,
+        "spares": spares.ready_by_language() if spares is not None else {},
     }

@@ -157,6 +157,14 @@ class Spares:
         """Spares ready for this shape now."""
         return sum(1 for box in self._ready.get(self.key(shape), ()) if box.alive)
 
+    def ready_by_language(self) -> dict[str, int]:
+        """Spares ready now, per language (every shape of it), for /health."""
+        counts: dict[str, int] = {}
+        for shape, boxes in list(self._ready.items()):
+            name = shape.language.NAME
+            counts[name] = counts.get(name, 0) + sum(1 for box in list(boxes) if box.alive)
+        return counts
+
     async def wait_built(self, shape: BoxShape, count: int | None = None) -> None:
         """Until `count` (default: all) spares of this shape are ready and none is being built."""
         wanted = self.count if count is None else count

@@ -78,3 +78,21 @@ def test_hostile_program_is_contained_and_health_answers(live_server_process, na
         assert result["status"] in {"timeout", "memory_limit", "output_limit", "runtime_error"}, result
     # The server is still itself: a normal program runs.
     assert post(url, {"code": "print(6 * 7)", "language": "python"})["stdout"] == "42\n"
+
+
+def test_health_shows_the_runs_and_the_spares_ready(live_server_process):
+    """/health reports this process's runs (none running or waiting when idle) and its spare
+    sandboxes, which are back to EXECUTION_SPARES per language after a run."""
+    from django.conf import settings
+
+    url = live_server_process.url
+    assert post(url, {"code": "print(1)", "language": "python"})["stdout"] == "1\n"
+    deadline = time.monotonic() + 60  # a safety net: the spare is rebuilt in the background
+    while True:
+        runs = http_json(f"{url}/health")["checks"]["sandbox"]["runs"]
+        if runs["spares"].get("python") == settings.EXECUTION_SPARES or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # nothing to wait on from outside the server: poll
+    assert runs == {**runs, "running": 0, "waiting": 0}
+    assert runs["spares"]["python"] == settings.EXECUTION_SPARES
+    assert set(runs["spares"]) <= {"python", "javascript", "cpp", "java"}

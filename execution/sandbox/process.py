@@ -33,6 +33,28 @@ if TYPE_CHECKING:
 _KILL_GRACE_S = 5.0
 
 
+# What a started sandbox runs until its program is known: a shell that reads one line (the
+# command, from the server) and evals it; dash's `read` takes one byte at a time from a pipe,
+# so the rest of stdin is left, untouched, for the program.
+WAITING_STUB = ["/bin/sh", "-c", 'IFS= read -r line || exit 0; eval "$line"']
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a started sandbox runs until its program is known (`argv`), and the one line
+    (`line(cmd, soft, hard)`) that starts the program with its CPU limit lowered to the run's."""
+
+    argv: list[str]
+    line: Callable[[list[str], int, int], str]
+
+
+def _shell_line(cmd: list[str], soft: int, hard: int) -> str:
+    return f"unset PWD; ulimit -S -t {soft}; ulimit -H -t {hard}; exec {shlex.join(cmd)}\n"
+
+
+SHELL = Waiting(WAITING_STUB, _shell_line)
+
+
 @dataclass
 class Stage:
     cmd: list[str]  # the program to run (inside the sandbox, relative paths are in /box)
@@ -48,6 +70,8 @@ class Stage:
     workdir: Workdir | None  # the run's files (None: no work dir, probes)
     uid: int | None = None
     extra_binds: tuple[tuple[str, str], ...] = ()  # (host file, path inside), read-only
+    # What waits in the sandbox until `go`: a shell, or a language's own (Python's interpreter).
+    waiting: Waiting = SHELL
 
 
 @dataclass
@@ -104,12 +128,6 @@ class _Outer:
 
     pid: int
     returncode: int | None = None
-
-
-# What a started sandbox runs until its program is known: a shell that reads one line (the
-# command, from the server) and evals it; dash's `read` takes one byte at a time from a pipe,
-# so the rest of stdin is left, untouched, for the program.
-WAITING_STUB = ["/bin/sh", "-c", 'IFS= read -r line || exit 0; eval "$line"']
 
 
 class StageProcess:
@@ -172,7 +190,7 @@ class StageProcess:
     async def _spawn(self) -> None:
         stage, host = self.stage, self.host
         loop = asyncio.get_running_loop()
-        stage = dataclasses.replace(stage, cmd=WAITING_STUB)
+        stage = dataclasses.replace(stage, cmd=stage.waiting.argv)
         mine: list[int] = []  # the server's ends
         theirs: list[int] = []  # the child's ends: closed here once it has them
         started: list[int] = []
@@ -331,7 +349,7 @@ class StageProcess:
             return outcome
         soft, hard = cpu_limit(timeout_s)
         soft, hard = min(soft, self._cpu[0]), min(hard, self._cpu[1])
-        line = f"unset PWD; ulimit -S -t {soft}; ulimit -H -t {hard}; exec {shlex.join(cmd)}\n"
+        line = self.stage.waiting.line(cmd, soft, hard)
         started = time.monotonic()
         await self.supervise(outcome, line.encode() + stdin, timeout_s)
         outcome.elapsed_s = time.monotonic() - started

@@ -23,7 +23,7 @@ from execution.sandbox.host.setup import Host
 from execution.sandbox.host.toolchains import Toolchain
 from execution.sandbox.host.uids import uid_take
 from execution.sandbox.languages import Context, Language
-from execution.sandbox.process import WAITING_STUB, Stage, StageProcess, uncancellable
+from execution.sandbox.process import SHELL, WAITING_STUB, Stage, StageProcess, uncancellable
 from execution.sandbox.types import Limits
 from execution.sandbox.workdir import Workdir, make_workdir, remove_workdir
 
@@ -50,6 +50,8 @@ class BoxShape:
         else:
             timeout_s, memory_mb = limits.timeout_s, limits.memory_mb
             nproc, nofile, binds = limits.max_processes, limits.open_files, ()
+        # The run stage may wait in the language's own process (Python's interpreter).
+        waiting = getattr(self.language, "waiting", None)
         return Stage(
             cmd=WAITING_STUB,
             toolchain=self.toolchain,
@@ -64,6 +66,7 @@ class BoxShape:
             workdir=workdir,
             uid=uid,
             extra_binds=binds,
+            waiting=waiting(self.toolchain) if waiting is not None and not compiling else SHELL,
         )
 
 

@@ -141,3 +141,24 @@ class TestSpares:
             assert spares.ready(shape) == 0  # it ran in the spare (whose replacement is being built)
         finally:
             await spares.close()
+
+
+async def test_a_python_program_started_by_the_waiting_interpreter_runs_as_a_script():
+    """A Python box waits in its interpreter: the program still sees what `python -I main.py`
+    gives it (its own `__main__`, argv, the absolute __file__, stdin after the start line, no
+    PWD) and its traceback has none of the stub's frames."""
+    from execution import services
+
+    code = (
+        "import os, sys\n"
+        "print(__name__, __file__, sys.argv, 'PWD' in os.environ, sorted(k for k in globals() if k[0] != '_'))\n"
+        "print(input())\n"
+        "def f():\n"
+        "    raise ValueError('boom')\n"
+        "f()\n"
+    )
+    result = await services.execution_run(language="python", code=code, stdin="line one\n", timeout_s=5)
+    assert result.stdout == "__main__ /box/main.py ['main.py'] False ['os', 'sys']\nline one\n"
+    assert result.exit_code == 1 and result.error == "ValueError: boom"
+    assert result.stderr.startswith('Traceback (most recent call last):\n  File "/box/main.py", line 6, in <module>')
+    assert "<string>" not in result.stderr

@@ -8,6 +8,7 @@ import subprocess
 
 from execution.sandbox.host.toolchains import ALWAYS_BOUND, Toolchain, path_is_under, prefix_binds, resolve_binary
 from execution.sandbox.languages.base import Commands, Context
+from execution.sandbox.process import Waiting
 from execution.sandbox.types import SandboxConfig
 
 NAME = "python"
@@ -56,6 +57,61 @@ def commands(code: str, context: Context) -> Commands:
     # Unbuffered so that output printed before a crash or a timeout is kept; not -S, which
     # would drop exit() for about 1 ms.
     return Commands("main.py", None, [context.toolchain.binaries["python"], "-I", "-B", "-u", "main.py"])
+
+
+# A Python box's run stage waits in the interpreter itself, started with the flags of
+# `commands` (so with `site`, as a script run has it): its start-up, most of a short run's
+# time, is paid before the program is known. Given its line (the run's CPU limit), it runs
+# /box/main.py as `python -I -B -u main.py` would: a fresh `__main__` module, `sys.argv`,
+# the absolute `__file__`, tracebacks through `sys.excepthook` without the stub's frames,
+# exit code 1 after an uncaught exception, and the rest of stdin left for the program.
+_STUB = """
+import sys
+
+
+def _run():
+    import os
+    import resource
+    import types
+
+    header = sys.stdin.buffer.readline().split()
+    if len(header) != 2:
+        raise SystemExit(0)  # closed before a program came
+    resource.setrlimit(resource.RLIMIT_CPU, (int(header[0]), int(header[1])))
+    os.environ.pop("PWD", None)
+    path = os.path.abspath("main.py")
+    main = types.ModuleType("__main__")
+    main.__file__, main.__cached__ = path, None
+    sys.modules["__main__"] = main
+    sys.argv[:] = ["main.py"]
+    try:
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+            tb = tb.tb_next
+        if isinstance(exc, SyntaxError) and tb is None:
+            import traceback
+
+            traceback.print_exception(type(exc), exc, None)
+        else:
+            # The default hook prints the exception's own traceback, not its argument.
+            sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        raise SystemExit(1) from None
+
+
+_run()
+"""
+
+
+def waiting(toolchain: Toolchain) -> Waiting:
+    """The interpreter waiting for its program, and the line that starts it (the CPU limit)."""
+    argv = [toolchain.binaries["python"], "-I", "-B", "-u", "-c", _STUB]
+    return Waiting(argv, lambda _cmd, soft, hard: f"{soft} {hard}\n")
 
 
 def error_line(stderr: str, lines: list[str]) -> str | None:

@@ -103,6 +103,10 @@ async def execution_stop() -> None:
         await current.close()
 
 
+# What a run's history entry keeps of its answer beside the output (the timeline's run item).
+_RUN_DETAILS = ("status", "success", "exitCode", "executionTime", "error", "truncated")
+
+
 def execution_record(*, session_id, language: str, code: str, result: sandbox.ExecutionResult) -> None:
     """Record a run in its session's history (`run_record`) and send it to the session's clients."""
     outcome = "succeeded" if result.success else (result.error or result.status)
@@ -111,15 +115,7 @@ def execution_record(*, session_id, language: str, code: str, result: sandbox.Ex
         session_id=session_id,
         code=code,
         description=f"Ran {language}: {outcome} ({result.execution_time_ms} ms)",
-        details={
-            "language": language,
-            "status": answer.get("status"),
-            "success": answer["success"],
-            "exitCode": answer["exitCode"],
-            "executionTime": answer["executionTime"],
-            "error": answer["error"],
-            "truncated": bool(answer.get("truncated")),
-        },
+        details={"language": language, **{key: answer[key] for key in _RUN_DETAILS}},
         stdout=answer["stdout"],
         stderr=answer["stderr"],
     )

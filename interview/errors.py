@@ -9,7 +9,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from sessions.exceptions import SessionNotFound
+from sessions.exceptions import SessionNotFound, VersionNotFound, VersionNotKept
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,10 @@ def api_exception_handler(exc, context):
     """DRF's exception handler, answering every error in the contract's shape."""
     if isinstance(exc, SessionNotFound):
         exc = ApiError(status.HTTP_404_NOT_FOUND, "SESSION_NOT_FOUND", exc.message)
+    elif isinstance(exc, VersionNotFound):
+        exc = ApiError(status.HTTP_404_NOT_FOUND, "VERSION_NOT_FOUND", str(exc))
+    elif isinstance(exc, VersionNotKept):
+        exc = ApiError(status.HTTP_410_GONE, "VERSION_NOT_KEPT", str(exc))
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

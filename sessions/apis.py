@@ -7,11 +7,10 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from interview.errors import ApiError
 from interview.schema import error
 from interview.throttling import throttles_for
 from sessions import replay, selectors, serializers, services
-from sessions.exceptions import InvalidChange, VersionNotFound, VersionNotKept
+from sessions.exceptions import InvalidChange
 from sessions.permissions import IsSessionOwner
 
 SESSION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The session's UUID.")
@@ -75,7 +74,6 @@ class SessionViewSet(viewsets.ViewSet):
 
     def get_permissions(self):
         if self.action in self.owner_only:
-            self.owner_only_what = self.owner_only[self.action]
             return [*super().get_permissions(), IsSessionOwner()]
         return super().get_permissions()
 
@@ -152,7 +150,7 @@ class SessionViewSet(viewsets.ViewSet):
             if "version" in request.query_params:
                 query = serializers.CodeQuerySerializer(data=request.query_params)
                 query.is_valid(raise_exception=True)
-                past = _version(session, query.validated_data["version"])
+                past = replay.version_get(session=session, version=query.validated_data["version"])
                 session.code, session.version = past.code, past.version
                 session.language, session.code_modified_at = past.language, past.modified_at
             return Response(serializers.CodeSerializer(session).data)
@@ -285,12 +283,3 @@ class SessionViewSet(viewsets.ViewSet):
         params.is_valid(raise_exception=True)
         notes = services.notes_save(session=session, text=params.validated_data["notes"])
         return Response(serializers.NotesSerializer(notes).data)
-
-
-def _version(session, version: int):
-    try:
-        return replay.version_get(session=session, version=version)
-    except VersionNotFound as exc:
-        raise ApiError(404, "VERSION_NOT_FOUND", str(exc)) from exc
-    except VersionNotKept as exc:
-        raise ApiError(410, "VERSION_NOT_KEPT", str(exc)) from exc

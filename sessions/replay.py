@@ -1,7 +1,6 @@
 """Reads of a session's past: the text of any version it still keeps, and its timeline (every
 change, language and title change, save and run, in one order, a page at a time)."""
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +17,6 @@ from sessions.models import (
     InterviewSession,
     SessionNotes,
 )
-from sessions.selectors import _aware
 
 # History entries the timeline shows, by the item type it shows them as; edits are left
 # out (the log's changes are what they summarize).
@@ -74,10 +72,6 @@ def version_get(*, session: InterviewSession, version: int) -> Version:
     return Version(past[0], version, language, past[1])
 
 
-def _json(value):
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def _language_at(session: InterviewSession, version: int) -> str:
     """The language when `version` was made: the last language change recorded before it, else
     what the first one after it changed from, else the session's language."""
@@ -100,7 +94,7 @@ def _language_change(session: InterviewSession, where: str, version: int) -> dic
             [store.session_pk(session.id), ChangeType.LANGUAGE_CHANGE.value, version],
         )
         row = cursor.fetchone()
-    return None if row is None else (_json(row[0]) or {})
+    return None if row is None else (store.read_json(row[0]) or {})
 
 
 @dataclass(frozen=True)
@@ -167,7 +161,13 @@ def _change_items(pk, after: int, count: int) -> list[dict]:
         )
         rows = cursor.fetchall()
     return [
-        {"type": "change", "version": v, "timestamp": _aware(at), "userId": user_id, "changes": _json(changes)}
+        {
+            "type": "change",
+            "version": v,
+            "timestamp": store.read_datetime(at),
+            "userId": user_id,
+            "changes": store.read_json(changes),
+        }
         for v, at, user_id, changes in rows
     ]
 
@@ -196,8 +196,8 @@ def _event_items(pk, after: int, after_event: int | None, count: int) -> list[di
 
 def _event(entry_id, version, at, user_id, change_type, description, details, stdout, stderr) -> dict:
     kind = EVENT_TYPES[change_type]
-    details = _json(details) or {}
-    item = {"type": kind, "id": entry_id, "version": version, "timestamp": _aware(at), "userId": user_id}
+    details = store.read_json(details) or {}
+    item = {"type": kind, "id": entry_id, "version": version, "timestamp": store.read_datetime(at), "userId": user_id}
     if kind == "language-change":
         item.update({"from": details.get("from"), "to": details.get("to")})
     elif kind == "title-change":

@@ -159,15 +159,8 @@ def welcome_states(*, session_ids: list) -> list[Welcome | SessionNotFound]:
             states.append(SessionNotFound())
             continue
         code, language, version, expires_at = rows[key]
-        states.append(Welcome(sid, code, language, version, list(people.get(key, ())), _aware(expires_at)))
+        states.append(Welcome(sid, code, language, version, list(people.get(key, ())), store.read_datetime(expires_at)))
     return states
-
-
-def _aware(value) -> datetime:
-    """A datetime column read by plain SQL, as the ORM would give it (aware, UTC)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value
 
 
 def _iso(value: datetime | None) -> str | None:

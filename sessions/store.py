@@ -340,8 +340,7 @@ def operations_since(session_id: uuid.UUID, base: int, until: int, *, max_change
         operations, size = [], 0
         while rows := cursor.fetchmany(100):
             for version, user_id, seq, changes, digest in rows:
-                if isinstance(changes, str | bytes):
-                    changes = json.loads(changes)
+                changes = read_json(changes)
                 size += len(changes)
                 if size > max_changes:
                     return None
@@ -416,7 +415,7 @@ def version_text(session_id: uuid.UUID, version: int) -> tuple[str, datetime.dat
         if row is None:
             return None
         base, code, made = row
-        made = _read_datetime(made)
+        made = read_datetime(made)
         if base == version:
             return code, made
         cursor.execute(
@@ -428,20 +427,24 @@ def version_text(session_id: uuid.UUID, version: int) -> tuple[str, datetime.dat
     if len(rows) != version - base:
         return None  # trimmed meanwhile
     log = []
-    for changes, at in rows:
-        if isinstance(changes, str | bytes):
-            changes = json.loads(changes)
+    for stored, at in rows:
+        changes = read_json(stored)
         if changes:
             log.append(changes)
             made = at
-    return document.apply_log(code, log), _read_datetime(made)
+    return document.apply_log(code, log), read_datetime(made)
 
 
-def _read_datetime(value) -> datetime.datetime:
+def read_datetime(value) -> datetime.datetime:
     """A datetime column read by plain SQL, as the ORM would give it (aware, UTC)."""
     if isinstance(value, str):
         value = datetime.datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def read_json(value):
+    """A JSON column read by plain SQL, as the ORM would give it (SQLite returns its text)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _log_sizes() -> str:

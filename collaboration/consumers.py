@@ -15,7 +15,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from collaboration import messages
-from collaboration.batching import Batcher
 from collaboration.cursors import CursorDebounce
 from collaboration.inbox import InboxConsumer
 from collaboration.messages import MessageError
@@ -31,6 +30,7 @@ from collaboration.presence import (
 from collaboration.ratelimit import TokenBucket
 from collaboration.sequencing import OrderedDelivery
 from collaboration.writer import Submission, get_writer
+from interview.batching import Batcher
 from sessions import events, frames
 from sessions.exceptions import OwnerTokenMismatch, SessionNotFound
 from sessions.selectors import parse_session_id, welcome_states

@@ -4,6 +4,7 @@ import os
 
 import django
 from channels.routing import ProtocolTypeRouter, URLRouter
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "interview.settings")
 # What get_asgi_application() does, with the handler that serves sync views in one hop.
@@ -15,12 +16,18 @@ django_asgi_app = PooledSyncASGIHandler()
 
 from collaboration.origins import OriginValidator  # noqa: E402
 from collaboration.routing import websocket_urlpatterns  # noqa: E402
+from interview.fastlane import FastLane  # noqa: E402
 from interview.middleware import BodyLengthMiddleware, ForwardedClientMiddleware  # noqa: E402
+from sessions.fast_reads import ROUTES as FAST_ROUTES  # noqa: E402
+
+http_app = BodyLengthMiddleware(django_asgi_app)
+if settings.FAST_LANE:
+    http_app = FastLane(http_app, FAST_ROUTES)
 
 application = ForwardedClientMiddleware(
     ProtocolTypeRouter(
         {
-            "http": BodyLengthMiddleware(django_asgi_app),
+            "http": http_app,
             "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
         }
     )

@@ -163,6 +163,46 @@ def welcome_states(*, session_ids: list) -> list[Welcome | SessionNotFound]:
     return states
 
 
+@dataclass(frozen=True)
+class CodeState:
+    id: uuid.UUID
+    code: str
+    language: str
+    version: int
+    code_modified_at: datetime
+
+
+def code_states(*, session_ids: list) -> list[CodeState | None]:
+    """The current code of each of these sessions, in order (None for one that is not
+    live, or an id that is not one): one statement however many there are (at most a few
+    hundred ids), what `GET /code` answers."""
+    sids: list[uuid.UUID | None] = []
+    for value in session_ids:
+        try:
+            sids.append(parse_session_id(value))
+        except SessionNotFound:
+            sids.append(None)
+    keys = {sid: store.session_pk(sid) for sid in sids if sid is not None}
+    rows = {}
+    if keys:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, code, language, version, code_modified_at FROM {store.table_name(InterviewSession)}"
+                f" WHERE id IN ({', '.join(['%s'] * len(keys))}) AND expires_at > %s",
+                [*keys.values(), store.db_datetime(timezone.now())],
+            )
+            rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    states: list[CodeState | None] = []
+    for sid in sids:
+        row = rows.get(keys.get(sid))
+        if row is None:
+            states.append(None)
+            continue
+        code, language, version, modified = row
+        states.append(CodeState(sid, code, language, version, store.read_datetime(modified)))
+    return states
+
+
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None

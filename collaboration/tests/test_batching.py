@@ -12,8 +12,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from websockets.asyncio.client import connect
 
-from collaboration.batching import Batcher
 from collaboration.presence import Join, Leave, presence_apply
+from interview.batching import Batcher
 from interview.testing import RunningServer, http_json, next_message
 from sessions.exceptions import OwnerTokenMismatch, SessionNotFound
 from sessions.models import InterviewSession

@@ -1,0 +1,180 @@
+"""The fast lane: the hottest reads answered at the ASGI edge, with Django's own answer.
+
+`GET /api/sessions/{id}/code` is most of what clients ask (70% of the REST mix that
+`../shared/bench/compare.sh rest` drives). Through Django a 150 µs piece of work (a
+one-row read and its JSON) cost about 1 ms of CPU: the request object, a hop to a sync
+thread, ten middlewares, DRF's dispatch (negotiation, permissions, throttles) and the
+response's way back. Here such a request is answered without any of them, but only when
+the answer is certain to be the one Django would give:
+
+- The request is a plain GET of a route registered here: no query string, no body, no
+  script prefix. Anything else (HEAD, `?version=N`, a body) goes to Django.
+- The response headers are Django's own, learned: the first request with a given set of
+  headers goes through Django, and if Django answers 200, the headers of that answer
+  (all but Content-Length) are kept for requests with the same headers; never an answer
+  with a header that belongs to one answer only (`_PER_ANSWER`: a cookie, an ETag, ...).
+  Whatever the middleware chain decides from the request (the allowed hosts, CORS for the
+  Origin, the security headers, DRF's Allow and content negotiation from Accept) is
+  therefore decided by Django, once per set of headers. A request's headers all count but
+  those no part of the chain reads (`_IGNORED`); at most `FAST_LANE_TEMPLATES` sets are
+  kept, the least recently used dropped first, so a client varying its headers only sends
+  its requests the usual way.
+- The body comes from the route's `read`, which renders it with the endpoint's own
+  serializer and DRF's renderer (tested byte for byte against Django's answer). When
+  `read` finds nothing to answer (an unknown or expired session, a malformed id), the
+  request goes to Django, which gives the error in the contract's shape.
+
+What the fast lane skips has no effect on a 200 of these routes: the request signals (the
+reads run through `database_sync_to_async`, which closes stale connections as they do)
+and Django's request log (it logs only errors).
+"""
+
+import re
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from interview import health
+
+# Request headers that no middleware, nor DRF, reads on these routes: they do not make
+# the answer differ, so requests that differ only in them share a set of learned headers.
+_IGNORED = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"accept-encoding",  # no compressing middleware
+        b"accept-language",  # no locale middleware
+        b"cookie",  # the cookie middlewares skip API paths; the API authenticates no one
+        b"referer",
+        b"cache-control",
+        b"pragma",
+        b"priority",
+        b"dnt",
+        b"if-none-match",  # no conditional-GET middleware
+        b"if-modified-since",
+        b"sec-fetch-site",
+        b"sec-fetch-mode",
+        b"sec-fetch-dest",
+        b"sec-ch-ua",
+        b"sec-ch-ua-mobile",
+        b"sec-ch-ua-platform",
+        b"x-forwarded-for",  # ForwardedClientMiddleware has read it already; no throttle here
+        b"x-real-ip",
+    }
+)
+_BODY_HEADERS = (b"content-length", b"transfer-encoding")
+# Response headers that belong to one answer, not to every answer of a route: a response
+# with one of them is never learned (should a view add an ETag one day, say).
+_PER_ANSWER = frozenset(
+    {b"set-cookie", b"etag", b"last-modified", b"expires", b"age", b"location", b"retry-after", b"content-range"}
+)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path the fast lane answers: `pattern` matches the whole path with one group, the
+    value `read` is given; `read` returns the 200 body, or None for "ask Django"."""
+
+    name: str
+    pattern: re.Pattern
+    read: Callable[[str], Awaitable[bytes | None]]
+
+
+class FastLane:
+    """ASGI middleware: `routes` answered here when their answer is certain, the rest by `app`."""
+
+    def __init__(self, app, routes: list[Route], *, templates: int | None = None):
+        self.app = app
+        self.routes = routes
+        self.limit = settings.FAST_LANE_TEMPLATES if templates is None else templates
+        self.ignored = _IGNORED if settings.DISALLOWED_USER_AGENTS else _IGNORED | {b"user-agent"}
+        # (route name, request key) -> the response headers Django gave, in its order, and
+        # the place of its Content-Length among them.
+        self.templates: OrderedDict[tuple, tuple[list, int]] = OrderedDict()
+        self.served = 0  # answered here (in /health)
+        _lanes.add(self)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
+            for route in self.routes:
+                match = route.pattern.fullmatch(scope["path"])
+                if match is not None:
+                    return await self.serve(route, match.group(1), scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def request_key(self, scope) -> tuple | None:
+        """What of the request can make Django's headers differ; None if it has a body or
+        a script prefix (Django's way then)."""
+        if scope.get("root_path"):
+            return None
+        headers = []
+        for name, value in scope["headers"]:
+            if name in _BODY_HEADERS:
+                if name == b"transfer-encoding" or value.strip() not in (b"", b"0"):
+                    return None
+            elif name not in self.ignored:
+                headers.append((name, value))
+        server = scope.get("server")
+        return scope.get("scheme", "http"), tuple(server) if server else None, tuple(headers)
+
+    async def serve(self, route: Route, value: str, scope, receive, send):
+        key = self.request_key(scope)
+        if key is None:
+            return await self.app(scope, receive, send)
+        slot = (route.name, key)
+        template = self.templates.get(slot)
+        if template is not None:
+            body = await route.read(value)
+            if body is not None:
+                self.templates.move_to_end(slot)
+                self.served += 1
+                headers, length_at = template
+                headers = headers.copy()
+                headers[length_at] = (headers[length_at][0], str(len(body)).encode())
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return None
+        return await self.app(scope, receive, self.learning(slot, send))
+
+    def learning(self, slot: tuple, send):
+        """`send`, keeping the headers of a 200 without a cookie for the requests like this one."""
+
+        async def send_and_learn(message):
+            if message["type"] == "http.response.start" and message["status"] == 200:
+                headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
+                names = [name.lower() for name, _ in headers]
+                if _PER_ANSWER.isdisjoint(names) and names.count(b"content-length") == 1:
+                    self.remember(slot, (headers, names.index(b"content-length")))
+            await send(message)
+
+        return send_and_learn
+
+    def remember(self, slot: tuple, template: tuple[list, int]) -> None:
+        if self.limit <= 0:
+            return
+        self.templates[slot] = template
+        self.templates.move_to_end(slot)
+        while len(self.templates) > self.limit:
+            self.templates.popitem(last=False)
+
+
+_lanes: weakref.WeakSet = weakref.WeakSet()
+
+
+def report() -> dict:
+    """/health's `checks.http`: what the fast lane has answered and the header sets it keeps."""
+    lanes = list(_lanes)
+    return {
+        "ok": True,
+        "fastLane": {
+            "enabled": bool(settings.FAST_LANE),
+            "served": sum(lane.served for lane in lanes),
+            "headerSets": sum(len(lane.templates) for lane in lanes),
+        },
+    }
+
+
+health.EXTRA_CHECKS["http"] = report

@@ -1,0 +1,236 @@
+"""The fast lane (interview/fastlane.py): a GET of a session's code answered at the edge
+with exactly Django's answer, and every request it cannot be sure of left to Django."""
+
+import asyncio
+import datetime
+import json
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from interview.fastlane import FastLane, Route
+from interview.handler import PooledSyncASGIHandler
+from interview.middleware import BodyLengthMiddleware
+from interview.testing import RunningServer, http_call, http_request
+from sessions.fast_reads import ROUTES
+from sessions.models import InterviewSession
+from sessions.tests.factories import session_make
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = "http://localhost:3001"  # in the default CORS_ORIGINS
+
+
+def _scope(path: str, *, method: str = "GET", query: bytes = b"", headers=(), root_path: str = "") -> dict:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": root_path,
+        "query_string": query,
+        "headers": [(b"host", b"127.0.0.1:3000"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 3000),
+    }
+
+
+async def _call(app, scope: dict, body: bytes = b"") -> tuple[int, list, bytes]:
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start = sent[0]
+    return (
+        start["status"],
+        [(bytes(n), bytes(v)) for n, v in start["headers"]],
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
+
+
+@pytest.fixture
+def apps():
+    """The fast lane in front of Django's handler, and the same handler alone."""
+    handler = PooledSyncASGIHandler(threads=1)
+    django_only = BodyLengthMiddleware(handler)
+    yield FastLane(django_only, ROUTES), django_only
+    handler.executor.shutdown(wait=True)
+
+
+def _code_path(session) -> str:
+    return f"/api/sessions/{session.id}/code"
+
+
+HEADER_SETS = {
+    "plain": [],
+    "allowed origin": [(b"origin", ORIGIN.encode())],
+    "other origin": [(b"origin", b"http://evil.example")],
+    "json accepted": [(b"accept", b"application/json")],
+    "html only accepted": [(b"accept", b"text/html")],  # DRF answers 406
+    "bad host": [],  # the host replaced below: Django answers 400
+    "browser-like": [(b"user-agent", b"Mozilla/5.0"), (b"accept-language", b"en"), (b"cookie", b"a=b")],
+}
+
+
+@pytest.mark.parametrize("name", list(HEADER_SETS))
+async def test_the_answer_is_djangos_byte_for_byte(apps, name):
+    """Every header set: the first answer (Django's), the second (the fast lane's where it
+    serves) and Django's own alone are the same status, headers and body."""
+    fast, django_only = apps
+    session = await asyncio.to_thread(session_make, code='print("é \u2028 😀 \\u0000")\n\ttabs\r\n', language="python")
+    scope = _scope(_code_path(session), headers=HEADER_SETS[name])
+    if name == "bad host":
+        scope["headers"] = [(b"host", b"evil.example")]
+    first = await _call(fast, scope)
+    second = await _call(fast, scope)
+    alone = await _call(django_only, scope)
+    assert first == second == alone
+    served = 1 if first[0] == 200 else 0
+    assert fast.served == served
+    if first[0] == 200:
+        stored = await InterviewSession.objects.aget(pk=session.pk)
+        assert json.loads(first[2])["code"] == stored.code and "😀" in stored.code
+        if name == "allowed origin":
+            assert (b"access-control-allow-origin", ORIGIN.encode()) in first[1]
+
+
+async def test_every_language_and_a_fresh_save_are_read_as_django_reads_them(apps):
+    fast, django_only = apps
+    sessions = [
+        await asyncio.to_thread(session_make, language=lang, code=f"// {lang}\n")
+        for lang in ("python", "javascript", "java", "cpp")
+    ]
+    for session in sessions:
+        await _call(fast, _scope(_code_path(session)))  # learn (once is enough for all)
+    for session in sessions:
+        assert await _call(fast, _scope(_code_path(session))) == await _call(django_only, _scope(_code_path(session)))
+    # A save, then a read through the fast lane: the read sees it.
+    path = _code_path(sessions[0])
+    version = json.loads((await _call(fast, _scope(path)))[2])["version"]
+    body = json.dumps({"code": "saved = True\n", "language": "python"}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    status, _, _ = await _call(fast, _scope(path, method="POST", headers=headers), body)
+    assert status == 200
+    before = fast.served
+    status, _, answer = await _call(fast, _scope(path))
+    assert (status, fast.served) == (200, before + 1)
+    assert json.loads(answer)["code"] == "saved = True\n"
+    assert json.loads(answer)["version"] == version + 1
+
+
+async def test_what_it_cannot_be_sure_of_goes_to_django(apps):
+    """A query, HEAD, a body, a script prefix, an unknown, malformed or expired session:
+    Django answers, as it would alone (the errors in the contract's shape)."""
+    fast, django_only = apps
+    live = await asyncio.to_thread(session_make, code="x = 1\n")
+    expired = await asyncio.to_thread(session_make, code="old\n")
+    await InterviewSession.objects.filter(pk=expired.pk).aupdate(
+        expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
+    await _call(fast, _scope(_code_path(live)))  # learned: the fast lane would serve a plain GET
+    cases = [
+        _scope(_code_path(live), query=b"version=0"),
+        _scope(_code_path(live), method="HEAD"),
+        _scope(_code_path(live), headers=[(b"content-length", b"2")]),
+        _scope(_code_path(live), headers=[(b"transfer-encoding", b"chunked")]),
+        _scope("/prefix" + _code_path(live), root_path="/prefix"),
+        _scope(_code_path(expired)),
+        _scope("/api/sessions/00000000-0000-0000-0000-000000000000/code"),
+        _scope("/api/sessions/not-a-uuid/code"),
+    ]
+    for scope in cases:
+        body = b"{}" if any(n == b"content-length" for n, _ in scope["headers"]) else b""
+        assert await _call(fast, scope, body) == await _call(django_only, scope, body), scope
+    assert fast.served == 0
+    status, _, answer = await _call(fast, _scope(_code_path(expired)))
+    assert status == 404 and json.loads(answer)["error"] == "SESSION_NOT_FOUND"
+
+
+async def test_learned_header_sets_are_bounded_least_recently_used_first(apps):
+    _, django_only = apps
+    fast = FastLane(django_only, ROUTES, templates=2)
+    session = await asyncio.to_thread(session_make, code="x\n")
+    by_agent = {n: _scope(_code_path(session), headers=[(b"x-client", f"c{n}".encode())]) for n in range(3)}
+    for n in (0, 1):
+        await _call(fast, by_agent[n])
+    await _call(fast, by_agent[0])  # 0 served: now the most recently used
+    assert fast.served == 1
+    await _call(fast, by_agent[2])  # learned; 1 is dropped
+    assert len(fast.templates) == 2
+    await _call(fast, by_agent[1])  # through Django again
+    assert fast.served == 1
+    await _call(fast, by_agent[2])
+    assert fast.served == 2
+
+
+async def test_an_answer_with_a_cookie_or_etag_is_never_learned():
+    """Headers that belong to one answer would be wrong on the next: such answers are not kept."""
+    calls = []
+
+    async def app(scope, receive, send):
+        calls.append(scope["path"])
+        headers = [(b"Content-Type", b"application/json"), (b"Content-Length", b"2"), *scope["extra"]]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def read(_value):
+        return b'{"fast":true}'
+
+    fast = FastLane(app, [Route("r", __import__("re").compile(r"/r/([^/]+)"), read)])
+    for extra in ([(b"Set-Cookie", b"a=b")], [(b"ETag", b'"1"')]):
+        scope = {**_scope("/r/1"), "extra": extra}
+        for _ in range(2):
+            assert (await _call(fast, scope))[2] == b"{}"
+    assert fast.served == 0 and len(calls) == 4
+    scope = {**_scope("/r/1"), "extra": [(b"Vary", b"origin")]}
+    assert [(await _call(fast, scope))[2] for _ in range(2)] == [b"{}", b'{"fast":true}']
+
+
+@override_settings(FAST_LANE_TEMPLATES=0)
+async def test_no_header_sets_kept_means_every_request_goes_to_django(apps):
+    _, django_only = apps
+    fast = FastLane(django_only, ROUTES)
+    session = await asyncio.to_thread(session_make, code="x\n")
+    for _ in range(3):
+        assert (await _call(fast, _scope(_code_path(session))))[0] == 200
+    assert fast.served == 0
+
+
+def test_on_the_real_server_reads_answer_like_django_and_follow_saves(tmp_path):
+    """`make run`'s server: the fast lane's answers (counted in /health) have the status,
+    headers and body of a server without it, and a save over REST is in the next read."""
+    seen = {}
+    for name, env in (("fast", {}), ("slow", {"FAST_LANE": "false"})):
+        (tmp_path / name).mkdir()
+        with RunningServer(tmp_path / name, env=env) as server:
+            sid = http_call(f"{server.url}/api/sessions", "POST", {"language": "python"})[1]["sessionId"]
+            code_url = f"{server.url}/api/sessions/{sid}/code"
+            http_call(code_url, "POST", {"code": "a = '\u2028 😀'\n"})
+            reads = [http_request(code_url) for _ in range(3)]
+            http_call(code_url, "POST", {"code": "b = 2\n"})
+            reads.append(http_request(code_url))
+            lane = http_call(f"{server.url}/health")[1]["checks"]["http"]["fastLane"]
+            seen[name] = (lane, [_comparable(read, sid) for read in reads])
+    (fast_lane, fast_reads), (slow_lane, slow_reads) = seen["fast"], seen["slow"]
+    assert fast_lane == {"enabled": True, "served": 3, "headerSets": 1}
+    assert slow_lane == {"enabled": False, "served": 0, "headerSets": 0}
+    assert fast_reads == slow_reads
+    assert [json.loads(body)["code"] for _, _, body in fast_reads] == ["a = '\u2028 😀'\n"] * 3 + ["b = 2\n"]
+
+
+def _comparable(read, sid: str):
+    """A read with what differs between two servers (the id, the times) taken out."""
+    status, headers, raw = read
+    body = json.loads(raw)
+    body.update(sessionId=None, lastModified=None)
+    text = raw.decode().replace(sid, "ID").replace(json.loads(raw)["lastModified"], "T")
+    return status, [(k, v) for k, v in headers.items() if k.lower() not in ("date",)], text.encode()

@@ -18,11 +18,11 @@ from collaboration.origins import OriginValidator  # noqa: E402
 from collaboration.routing import websocket_urlpatterns  # noqa: E402
 from interview.fastlane import FastLane  # noqa: E402
 from interview.middleware import BodyLengthMiddleware, ForwardedClientMiddleware  # noqa: E402
-from sessions.fast_reads import ROUTES as FAST_ROUTES  # noqa: E402
+from sessions import fast_lane  # noqa: E402
 
 http_app = BodyLengthMiddleware(django_asgi_app)
 if settings.FAST_LANE:
-    http_app = FastLane(http_app, FAST_ROUTES)
+    http_app = FastLane(http_app, fast_lane.routes(django_asgi_app.executor))
 
 application = ForwardedClientMiddleware(
     ProtocolTypeRouter(

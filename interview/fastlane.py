@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from interview import health
+from interview.middleware import replayed_body
 
 # Request headers that no middleware, nor DRF, reads on these routes: they do not make
 # the answer differ, so requests that differ only in them share a set of learned headers.
@@ -75,12 +76,47 @@ _PER_ANSWER = frozenset(
 
 @dataclass(frozen=True)
 class Route:
-    """A path the fast lane answers: `pattern` matches the whole path with one group, the
-    value `read` is given; `read` returns the 200 body, or None for "ask Django"."""
+    """A request the fast lane answers: `method` and `pattern` (the whole path, one group,
+    the value `answer` is given); `answer` returns the body of Django's `status` answer, or
+    None for "ask Django", which it may say only if it changed nothing (but what it notes in
+    `EdgeRequest.counted`). With `body`, the route takes a JSON body (at most
+    MAX_REQUEST_BODY_BYTES, with its length given), read here and replayed to Django."""
 
     name: str
+    method: str
     pattern: re.Pattern
-    read: Callable[[str], Awaitable[bytes | None]]
+    answer: Callable[[str, "EdgeRequest"], Awaitable[bytes | None]]
+    status: int = 200
+    body: bool = False
+
+
+class EdgeRequest:
+    """What a route's `answer` gets: the ASGI scope, the body, and the rate-limit scopes it
+    has counted this request against (Django, if the request goes on to it, counts those
+    no more: see `interview.throttling`)."""
+
+    __slots__ = ("body", "counted", "scope")
+
+    def __init__(self, scope: dict, body: bytes):
+        self.scope = scope
+        self.body = body
+        self.counted: set[str] = set()
+
+    @property
+    def META(self) -> dict:
+        """What DRF's throttles read of a request (`get_ident`), as Django would set it."""
+        client = self.scope.get("client")
+        return {"REMOTE_ADDR": client[0] if client else None}
+
+    @property
+    def headers(self) -> dict:
+        """The headers DRF's throttles read, repeated ones joined with commas as Django joins them."""
+        forwarded = [value.decode("latin-1") for name, value in self.scope["headers"] if name == b"x-forwarded-for"]
+        return {"x-forwarded-for": ",".join(forwarded)} if forwarded else {}
+
+
+# The scope key by which Django's side learns what the fast lane counted already.
+COUNTED = "fast_lane.counted"
 
 
 class FastLane:
@@ -98,52 +134,72 @@ class FastLane:
         _lanes.add(self)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
+        if scope["type"] == "http" and not scope.get("query_string"):
+            method = scope["method"]
             for route in self.routes:
-                match = route.pattern.fullmatch(scope["path"])
-                if match is not None:
-                    return await self.serve(route, match.group(1), scope, receive, send)
+                if route.method == method:
+                    match = route.pattern.fullmatch(scope["path"])
+                    if match is not None:
+                        return await self.serve(route, match.group(1), scope, receive, send)
         return await self.app(scope, receive, send)
 
-    def request_key(self, scope) -> tuple | None:
-        """What of the request can make Django's headers differ; None if it has a body or
-        a script prefix (Django's way then)."""
+    def request_key(self, scope, route: Route) -> tuple | None:
+        """What of the request can make Django's headers differ; None if the fast lane must
+        not answer it (a body where the route takes none, a body without a length or over
+        the limit, a JSON body of another charset, a script prefix)."""
         if scope.get("root_path"):
             return None
         headers = []
+        length = None
         for name, value in scope["headers"]:
             if name in _BODY_HEADERS:
-                if name == b"transfer-encoding" or value.strip() not in (b"", b"0"):
+                if name == b"transfer-encoding" or length is not None:
                     return None
+                length = value.strip()
             elif name not in self.ignored:
+                if name == b"content-type" and route.body and value not in _JSON_TYPES:
+                    return None
                 headers.append((name, value))
+        if route.body:
+            if not length or not length.isdigit() or int(length) > settings.MAX_REQUEST_BODY_BYTES:
+                return None
+        elif length not in (None, b"", b"0"):
+            return None
         server = scope.get("server")
         return scope.get("scheme", "http"), tuple(server) if server else None, tuple(headers)
 
     async def serve(self, route: Route, value: str, scope, receive, send):
-        key = self.request_key(scope)
+        key = self.request_key(scope, route)
         if key is None:
             return await self.app(scope, receive, send)
         slot = (route.name, key)
         template = self.templates.get(slot)
-        if template is not None:
-            body = await route.read(value)
-            if body is not None:
-                self.templates.move_to_end(slot)
-                self.served += 1
-                headers, length_at = template
-                headers = headers.copy()
-                headers[length_at] = (headers[length_at][0], str(len(body)).encode())
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return None
-        return await self.app(scope, receive, self.learning(slot, send))
+        if template is None:
+            return await self.app(scope, receive, self.learning(slot, route.status, send))
+        body = b""
+        if route.body:
+            body = await _read_body(receive)
+            if body is None:
+                return None  # the client went away
+        request = EdgeRequest(scope, body)
+        answer = await route.answer(value, request)
+        if answer is None:
+            scope = {**scope, COUNTED: frozenset(request.counted)} if request.counted else scope
+            return await self.app(scope, replayed_body(body, receive) if route.body else receive, send)
+        self.templates.move_to_end(slot)
+        self.served += 1
+        headers, length_at = template
+        headers = headers.copy()
+        headers[length_at] = (headers[length_at][0], str(len(answer)).encode())
+        await send({"type": "http.response.start", "status": route.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        return None
 
-    def learning(self, slot: tuple, send):
-        """`send`, keeping the headers of a 200 without a cookie for the requests like this one."""
+    def learning(self, slot: tuple, status: int, send):
+        """`send`, keeping the headers of the route's answer for the requests like this one."""
 
         async def send_and_learn(message):
-            if message["type"] == "http.response.start" and message["status"] == 200:
+            if message["type"] == "http.response.start" and message["status"] == status:
                 headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
                 names = [name.lower() for name, _ in headers]
                 if _PER_ANSWER.isdisjoint(names) and names.count(b"content-length") == 1:
@@ -159,6 +215,22 @@ class FastLane:
         self.templates.move_to_end(slot)
         while len(self.templates) > self.limit:
             self.templates.popitem(last=False)
+
+
+_JSON_TYPES = (b"application/json", b"application/json; charset=utf-8", b"application/json;charset=utf-8")
+
+
+async def _read_body(receive) -> bytes | None:
+    """The whole body (its length is checked against the limit already), or None if the
+    client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 _lanes: weakref.WeakSet = weakref.WeakSet()

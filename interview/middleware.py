@@ -173,16 +173,21 @@ class BodyLengthMiddleware:
                 break
         body = b"".join(chunks)
         headers = [*scope["headers"], (b"content-length", str(len(body)).encode())]
-        replayed = False
+        return await self.application({**scope, "headers": headers}, replayed_body(body, receive), send)
 
-        async def receive_body():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
-        return await self.application({**scope, "headers": headers}, receive_body, send)
+def replayed_body(body: bytes, receive):
+    """An ASGI `receive` that gives the body already read, then the client's own messages."""
+    replayed = False
+
+    async def receive_body():
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive_body
 
 
 def _needs_length(headers) -> bool:

@@ -4,6 +4,7 @@ with exactly Django's answer, and every request it cannot be sure of left to Dja
 import asyncio
 import datetime
 import json
+import re
 
 import pytest
 from django.test import override_settings
@@ -13,7 +14,7 @@ from interview.fastlane import FastLane, Route
 from interview.handler import PooledSyncASGIHandler
 from interview.middleware import BodyLengthMiddleware
 from interview.testing import RunningServer, http_call, http_request
-from sessions.fast_reads import ROUTES
+from sessions.fast_lane import routes
 from sessions.models import InterviewSession
 from sessions.tests.factories import session_make
 
@@ -62,7 +63,7 @@ def apps():
     """The fast lane in front of Django's handler, and the same handler alone."""
     handler = PooledSyncASGIHandler(threads=1)
     django_only = BodyLengthMiddleware(handler)
-    yield FastLane(django_only, ROUTES), django_only
+    yield FastLane(django_only, routes(handler.executor)), django_only
     handler.executor.shutdown(wait=True)
 
 
@@ -157,7 +158,7 @@ async def test_what_it_cannot_be_sure_of_goes_to_django(apps):
 
 async def test_learned_header_sets_are_bounded_least_recently_used_first(apps):
     _, django_only = apps
-    fast = FastLane(django_only, ROUTES, templates=2)
+    fast = FastLane(django_only, routes(django_only.application.executor), templates=2)
     session = await asyncio.to_thread(session_make, code="x\n")
     by_agent = {n: _scope(_code_path(session), headers=[(b"x-client", f"c{n}".encode())]) for n in range(3)}
     for n in (0, 1):
@@ -182,10 +183,10 @@ async def test_an_answer_with_a_cookie_or_etag_is_never_learned():
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    async def read(_value):
+    async def read(_value, _request):
         return b'{"fast":true}'
 
-    fast = FastLane(app, [Route("r", __import__("re").compile(r"/r/([^/]+)"), read)])
+    fast = FastLane(app, [Route("r", "GET", re.compile(r"/r/([^/]+)"), read)])
     for extra in ([(b"Set-Cookie", b"a=b")], [(b"ETag", b'"1"')]):
         scope = {**_scope("/r/1"), "extra": extra}
         for _ in range(2):
@@ -198,7 +199,7 @@ async def test_an_answer_with_a_cookie_or_etag_is_never_learned():
 @override_settings(FAST_LANE_TEMPLATES=0)
 async def test_no_header_sets_kept_means_every_request_goes_to_django(apps):
     _, django_only = apps
-    fast = FastLane(django_only, ROUTES)
+    fast = FastLane(django_only, routes(django_only.application.executor))
     session = await asyncio.to_thread(session_make, code="x\n")
     for _ in range(3):
         assert (await _call(fast, _scope(_code_path(session))))[0] == 200
@@ -221,7 +222,8 @@ def test_on_the_real_server_reads_answer_like_django_and_follow_saves(tmp_path):
             lane = http_call(f"{server.url}/health")[1]["checks"]["http"]["fastLane"]
             seen[name] = (lane, [_comparable(read, sid) for read in reads])
     (fast_lane, fast_reads), (slow_lane, slow_reads) = seen["fast"], seen["slow"]
-    assert fast_lane == {"enabled": True, "served": 3, "headerSets": 1}
+    # Learned: the create, the first save, the first read; the rest answered by the fast lane.
+    assert fast_lane == {"enabled": True, "served": 4, "headerSets": 3}
     assert slow_lane == {"enabled": False, "served": 0, "headerSets": 0}
     assert fast_reads == slow_reads
     assert [json.loads(body)["code"] for _, _, body in fast_reads] == ["a = '\u2028 😀'\n"] * 3 + ["b = 2\n"]
@@ -234,3 +236,122 @@ def _comparable(read, sid: str):
     body.update(sessionId=None, lastModified=None)
     text = raw.decode().replace(sid, "ID").replace(json.loads(raw)["lastModified"], "T")
     return status, [(k, v) for k, v in headers.items() if k.lower() not in ("date",)], text.encode()
+
+
+# --- Writes: saving code and creating a session ------------------------------------------
+
+_VARYING = ("sessionId", "snapshotId", "savedAt", "createdAt", "expiresAt", "ownerToken", "url", "lastModified")
+
+
+def _post(path: str, body: bytes | None, *, client: str = "10.1.0.1", content_type=b"application/json") -> dict:
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    if body is not None:
+        headers.append((b"content-length", str(len(body)).encode()))
+    scope = _scope(path, method="POST", headers=headers)
+    scope["client"] = (client, 40000)
+    return scope
+
+
+def _normal(answer: tuple[int, list, bytes]) -> tuple:
+    """An answer with what two sessions' answers differ in (ids, times, tokens) taken out."""
+    status, headers, raw = answer
+    body = json.loads(raw)
+    if isinstance(body, dict):
+        for key in _VARYING:
+            if key in body:
+                body[key] = type(body[key]).__name__
+    return status, [h for h in headers if h[0].lower() != b"content-length"], body
+
+
+CODE_BODIES = [
+    b'{"code": "print(1)\\n"}',
+    b'{"code": "x = \\"\\u00e9 \\u2028 \\ud83d\\ude00\\"\\n", "language": "python"}',
+    b'{"code": "print(1)\\n"}',  # the same code again: no change, still a snapshot
+    b'{"code": "int main() {}\\n", "language": "cpp", "extra": 1}',
+    b'{"code": 5}',
+    b'{"language": "python"}',
+    b'{"code": "x", "language": "cobol"}',
+    b'{"code": "x", "language": null}',
+    b'{"code": null}',
+    b'{"code": "unterminated',
+    b'{"code": NaN}',
+    b"[1, 2]",
+    b"",
+    b"[" * 5000 + b"]" * 5000,
+    json.dumps({"code": "y" * 300_000}).encode(),  # over MAX_CODE_BYTES
+]
+
+
+async def test_saves_answer_and_change_what_djangos_do(apps):
+    """Each body saved to one session through the fast lane and to a twin through Django
+    alone: the same answers, and the twins hold the same code, language and version after
+    each (every body twice, so the fast lane has learned by the second round)."""
+    fast, django_only = apps
+    one, twin = [await asyncio.to_thread(session_make, language="javascript", code="start\n") for _ in range(2)]
+    for _ in range(2):
+        for body in CODE_BODIES:
+            mine = await _call(fast, _post(_code_path(one), body), body)
+            theirs = await _call(django_only, _post(_code_path(twin), body), body)
+            assert _normal(mine) == _normal(theirs), body[:80]
+            a, b = [await InterviewSession.objects.aget(pk=s.pk) for s in (one, twin)]
+            assert (a.code, a.language, a.version) == (b.code, b.language, b.version)
+    assert fast.served == 3 + 4  # the valid saves but the very first (Django's, learned)
+    # A save to an unknown session, or with another content type, is Django's.
+    served = fast.served
+    unknown = "/api/sessions/00000000-0000-0000-0000-000000000000/code"
+    body = CODE_BODIES[0]
+    assert _normal(await _call(fast, _post(unknown, body), body)) == _normal(
+        await _call(django_only, _post(unknown, body), body)
+    )
+    for content_type in (None, b"text/plain", b"application/json; charset=latin-1"):
+        scope = _post(_code_path(one), body, content_type=content_type)
+        assert (await _call(fast, scope, body))[0] == (await _call(django_only, dict(scope), body))[0]
+    assert fast.served == served
+
+
+SESSION_BODIES = [
+    b"{}",
+    b'{"language": "python", "title": "Two sum", "expiresIn": 2}',
+    b'{"language": "cobol"}',
+    b'{"title": 7}',
+    b'{"expiresIn": 100000}',
+    b'{"title": "' + b"t" * 500 + b'"}',
+    b"not json",
+    b"",
+]
+
+
+async def test_creates_answer_what_djangos_do(apps):
+    fast, django_only = apps
+    for _ in range(2):
+        for body in SESSION_BODIES:
+            mine = await _call(fast, _post("/api/sessions", body), body)
+            theirs = await _call(django_only, _post("/api/sessions", body), body)
+            assert _normal(mine) == _normal(theirs), body
+            if mine[0] == 201:
+                created = await InterviewSession.objects.aget(pk=json.loads(mine[2])["sessionId"])
+                expected = json.loads(theirs[2])
+                assert (created.language, created.title) == (expected["language"], expected["title"])
+    assert fast.served == 2 + 3  # the valid creates ({}, the full one, no body) but the very first
+    assert await InterviewSession.objects.acount() == 12
+
+
+async def test_rate_limits_count_once_and_refuse_as_django_does(apps):
+    """At "3/minute" for saves: a save to an unknown session (404) counts, as it does in
+    Django, but once; the fourth request is refused with Django's 429."""
+    fast, django_only = apps
+    session = await asyncio.to_thread(session_make, code="x\n")
+    body = CODE_BODIES[0]
+    await _call(fast, _post(_code_path(session), body, client="10.2.0.1"), body)  # learned (another address)
+    unknown = "/api/sessions/00000000-0000-0000-0000-000000000000/code"
+    with override_settings(RATE_LIMITS={"code_save": "3/minute", "session_create": "3/minute"}):
+        answers = [
+            await _call(fast, _post(path, body, client="10.2.0.2"), body)
+            for path in (unknown, _code_path(session), _code_path(session), _code_path(session))
+        ]
+        refused_by_django = await _call(django_only, _post(_code_path(session), body, client="10.2.0.2"), body)
+    assert [status for status, _, _ in answers] == [404, 200, 200, 429]
+    assert fast.served == 2
+    assert answers[3][0] == refused_by_django[0] == 429
+    assert json.loads(answers[3][2])["error"] == json.loads(refused_by_django[2])["error"]
+    assert dict(answers[3][1]).get(b"Retry-After") is not None

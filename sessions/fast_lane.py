@@ -1,0 +1,114 @@
+"""The requests the ASGI edge answers itself (`interview.fastlane`): GET a session's code,
+save code (POST code) and create a session (POST), the three the REST mix is made of.
+
+Each does what its view does, with the view's own parts: the same serializers to validate
+and to answer, DRF's JSON parser and renderer, the same rate-limit class, the same
+services. Where the view would answer anything but its success (a body that does not
+validate, a limit reached, an unknown session, a change the document refuses) the answer
+is None and Django answers instead, from the start: nothing was written (a refused write
+rolled back), and a rate limit counted here is not counted again (`EdgeRequest.counted`).
+
+Reads of one moment go to the database together (`Batcher`: the GETs of many clients in
+one turn of the event loop are one statement and one thread hop) on a reader thread of
+their own, so they never wait behind a save; writes run on the HTTP threads, where the
+views run, one after another as theirs do.
+"""
+
+import io
+import re
+from concurrent.futures import Executor, ThreadPoolExecutor
+
+from channels.db import database_sync_to_async
+from rest_framework.exceptions import ParseError
+from rest_framework.renderers import JSONRenderer
+
+from interview.batching import Batcher
+from interview.fastlane import EdgeRequest, Route
+from interview.parsers import SafeJSONParser
+from interview.throttling import ScopedAddressThrottle
+from sessions import selectors, serializers, services
+from sessions.exceptions import InvalidChange, SessionNotFound
+
+_renderer = JSONRenderer()
+_parser = SafeJSONParser()
+
+
+def _code_answers(session_ids: list) -> list[bytes | None]:
+    return [
+        None if state is None else _renderer.render(serializers.CodeSerializer(state).data)
+        for state in selectors.code_states(session_ids=session_ids)
+    ]
+
+
+def _params(serializer_class, request: EdgeRequest):
+    """The validated body, as the view's serializer gives it, or None (Django's way)."""
+    if request.body:
+        try:
+            data = _parser.parse(io.BytesIO(request.body), "application/json", {"encoding": "utf-8"})
+        except ParseError:
+            return None
+    else:
+        data = {}  # DRF's `request.data` of an empty body
+    params = serializer_class(data=data)
+    return params.validated_data if params.is_valid() else None
+
+
+def _allowed(scope: str, request: EdgeRequest) -> bool:
+    """The view's rate limit, counted here (and then not again by Django)."""
+    if not ScopedAddressThrottle(scope).allow_request(request, None):
+        return False
+    request.counted.add(scope)
+    return True
+
+
+def _code_save(session_id: str, request: EdgeRequest) -> bytes | None:
+    """POST /api/sessions/{id}/code, as `SessionViewSet.code` saves."""
+    params = _params(serializers.CodeSaveSerializer, request)
+    if params is None or not _allowed("code_save", request):
+        return None
+    try:
+        snapshot = services.snapshot_create(session_id=session_id, code=params["code"], language=params.get("language"))
+    except (SessionNotFound, InvalidChange):
+        return None
+    return _renderer.render(serializers.SnapshotReceiptSerializer(snapshot).data)
+
+
+def _session_create(_value: str, request: EdgeRequest) -> bytes | None:
+    """POST /api/sessions, as `SessionViewSet.create` creates one."""
+    params = _params(serializers.SessionCreateSerializer, request)
+    if params is None or not _allowed("session_create", request):
+        return None
+    session = services.session_create(
+        language=params["language"], title=params["title"], expires_in_hours=params["expiresIn"]
+    )
+    session.active_participants = 0
+    return _renderer.render(serializers.SessionCreatedSerializer(session).data)
+
+
+_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-reader")
+_read_code = Batcher(_code_answers, executor=_reader)
+
+
+def _code_read(session_id: str, _request: EdgeRequest):
+    return _read_code(session_id)
+
+
+def routes(executor: Executor) -> list[Route]:
+    """The routes, the writes on `executor` (the HTTP threads of `interview.handler`).
+    Paths as the router has them (sessions/urls.py): an id without a slash, an optional
+    trailing slash."""
+
+    def on_http_thread(fn):
+        return database_sync_to_async(fn, thread_sensitive=False, executor=executor)
+
+    return [
+        Route("session-code", "GET", re.compile(r"/api/sessions/([^/]+)/code/?"), _code_read),
+        Route(
+            "session-code-save",
+            "POST",
+            re.compile(r"/api/sessions/([^/]+)/code/?"),
+            on_http_thread(_code_save),
+            body=True,
+        ),
+        Route("session-create", "POST", re.compile(r"/api/sessions(/?)"), on_http_thread(_session_create), 201, True),
+    ]

@@ -1,5 +1,6 @@
 """The requests the ASGI edge answers itself (`interview.fastlane`): GET a session's code,
-save code (POST code) and create a session (POST), the three the REST mix is made of.
+save code (POST code) and create a session (POST), the three the REST mix is made of, and
+the two other reads of a live session (GET the session, GET its participants).
 
 Each does what its view does, with the view's own parts: the same serializers to validate
 and to answer, DRF's JSON parser and renderer, the same rate-limit class, the same
@@ -38,6 +39,35 @@ def _code_answers(session_ids: list) -> list[bytes | None]:
         None if state is None else _renderer.render(serializers.CodeSerializer(state).data)
         for state in selectors.code_states(session_ids=session_ids)
     ]
+
+
+def _one_by_one(answer):
+    """A batch function of `answer` (one session id -> body), None for an unknown session."""
+
+    def answers(session_ids: list) -> list[bytes | None]:
+        bodies = []
+        for session_id in session_ids:
+            try:
+                bodies.append(answer(selectors.session_get(session_id=session_id)))
+            except SessionNotFound:
+                bodies.append(None)
+        return bodies
+
+    return answers
+
+
+def _session_answer(session) -> bytes:
+    """GET /api/sessions/{id}, as `SessionViewSet.retrieve` answers."""
+    session.active_participants = selectors.participant_active_count(session=session)
+    return _renderer.render(serializers.SessionSerializer(session).data)
+
+
+def _participants_answer(session) -> bytes:
+    """GET /api/sessions/{id}/participants, as `SessionViewSet.participants` answers."""
+    participants = selectors.participants_active(session=session)
+    return _renderer.render(
+        serializers.ParticipantListSerializer({"sessionId": session.id, "participants": participants}).data
+    )
 
 
 def _params(serializer_class, request: EdgeRequest):
@@ -86,11 +116,16 @@ def _session_create(_value: str, request: EdgeRequest) -> bytes | None:
 
 
 _reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="http-reader")
-_read_code = Batcher(_code_answers, executor=_reader)
 
 
-def _code_read(session_id: str, _request: EdgeRequest):
-    return _read_code(session_id)
+def _reads(answers):
+    """A route's `answer` for a read: the session id, batched with the reads of the moment."""
+    batcher = Batcher(answers, executor=_reader)
+
+    def read(session_id: str, _request: EdgeRequest):
+        return batcher(session_id)
+
+    return read
 
 
 def routes(executor: Executor) -> list[Route]:
@@ -102,7 +137,14 @@ def routes(executor: Executor) -> list[Route]:
         return database_sync_to_async(fn, thread_sensitive=False, executor=executor)
 
     return [
-        Route("session-code", "GET", re.compile(r"/api/sessions/([^/]+)/code/?"), _code_read),
+        Route("session-code", "GET", re.compile(r"/api/sessions/([^/]+)/code/?"), _reads(_code_answers)),
+        Route("session", "GET", re.compile(r"/api/sessions/([^/]+?)/?"), _reads(_one_by_one(_session_answer))),
+        Route(
+            "session-participants",
+            "GET",
+            re.compile(r"/api/sessions/([^/]+)/participants/?"),
+            _reads(_one_by_one(_participants_answer)),
+        ),
         Route(
             "session-code-save",
             "POST",

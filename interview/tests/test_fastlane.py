@@ -16,7 +16,7 @@ from interview.middleware import BodyLengthMiddleware
 from interview.testing import RunningServer, http_call, http_request
 from sessions.fast_lane import routes
 from sessions.models import InterviewSession
-from sessions.tests.factories import session_make
+from sessions.tests.factories import participant_make, session_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,13 +82,26 @@ HEADER_SETS = {
 }
 
 
+READS = {
+    "code": "/api/sessions/{}/code",
+    "session": "/api/sessions/{}",
+    "session, slash": "/api/sessions/{}/",
+    "participants": "/api/sessions/{}/participants/",
+}
+
+
+@pytest.mark.parametrize("read", list(READS))
 @pytest.mark.parametrize("name", list(HEADER_SETS))
-async def test_the_answer_is_djangos_byte_for_byte(apps, name):
-    """Every header set: the first answer (Django's), the second (the fast lane's where it
-    serves) and Django's own alone are the same status, headers and body."""
+async def test_the_answer_is_djangos_byte_for_byte(apps, name, read):
+    """Every read, every header set: the first answer (Django's), the second (the fast
+    lane's where it serves) and Django's own alone are the same status, headers and body."""
     fast, django_only = apps
-    session = await asyncio.to_thread(session_make, code='print("é \u2028 😀 \\u0000")\n\ttabs\r\n', language="python")
-    scope = _scope(_code_path(session), headers=HEADER_SETS[name])
+    code = 'print("é \u2028 😀 \\u0000")\n\ttabs\r\n'
+    session = await asyncio.to_thread(session_make, code=code, language="python", title="Tï 😀")
+    await asyncio.to_thread(participant_make, session, "u1", "Ann 😀", live=1, cursor={"line": 1, "column": 2})
+    await asyncio.to_thread(participant_make, session, "u2", "Gone", stale=1)
+    await asyncio.to_thread(participant_make, session, "u3", "Bob", live=2, role="interviewer")
+    scope = _scope(READS[read].format(session.id), headers=HEADER_SETS[name])
     if name == "bad host":
         scope["headers"] = [(b"host", b"evil.example")]
     first = await _call(fast, scope)
@@ -98,8 +111,14 @@ async def test_the_answer_is_djangos_byte_for_byte(apps, name):
     served = 1 if first[0] == 200 else 0
     assert fast.served == served
     if first[0] == 200:
-        stored = await InterviewSession.objects.aget(pk=session.pk)
-        assert json.loads(first[2])["code"] == stored.code and "😀" in stored.code
+        answer = json.loads(first[2])
+        if read == "code":
+            stored = await InterviewSession.objects.aget(pk=session.pk)
+            assert answer["code"] == stored.code and "😀" in stored.code
+        elif read == "participants":
+            assert [p["userId"] for p in answer["participants"]] == ["u1", "u3"]
+        else:
+            assert answer["activeParticipants"] == 2
         if name == "allowed origin":
             assert (b"access-control-allow-origin", ORIGIN.encode()) in first[1]
 

@@ -1,32 +1,38 @@
-"""The fast lane: the hottest reads answered at the ASGI edge, with Django's own answer.
+"""The fast lane: the hottest REST requests answered at the ASGI edge, with Django's own answer.
 
-`GET /api/sessions/{id}/code` is most of what clients ask (70% of the REST mix that
-`../shared/bench/compare.sh rest` drives). Through Django a 150 µs piece of work (a
-one-row read and its JSON) cost about 1 ms of CPU: the request object, a hop to a sync
-thread, ten middlewares, DRF's dispatch (negotiation, permissions, throttles) and the
-response's way back. Here such a request is answered without any of them, but only when
-the answer is certain to be the one Django would give:
+Reading a session's code is most of what clients ask (70% of the REST mix that
+`../shared/bench/compare.sh rest` drives; saves are 20%, creates 10%). Through Django a
+150 µs piece of work (a one-row read and its JSON) cost about 1 ms of CPU: the request
+object, a hop to a sync thread, ten middlewares, DRF's dispatch (negotiation,
+permissions, throttles) and the response's way back. Here the routes an app registers
+(`sessions.fast_lane`) are answered without those, but only when the answer is certain to
+be the one Django would give:
 
-- The request is a plain GET of a route registered here: no query string, no body, no
-  script prefix. Anything else (HEAD, `?version=N`, a body) goes to Django.
+- The request is plain: the route's method, no query string, no script prefix; no body
+  for a read; for a write a JSON body (Content-Type `application/json`, UTF-8) with its
+  length given and within MAX_REQUEST_BODY_BYTES. Anything else (HEAD, `?version=N`, a
+  chunked body, a form) goes to Django.
 - The response headers are Django's own, learned: the first request with a given set of
-  headers goes through Django, and if Django answers 200, the headers of that answer
-  (all but Content-Length) are kept for requests with the same headers; never an answer
-  with a header that belongs to one answer only (`_PER_ANSWER`: a cookie, an ETag, ...).
-  Whatever the middleware chain decides from the request (the allowed hosts, CORS for the
-  Origin, the security headers, DRF's Allow and content negotiation from Accept) is
-  therefore decided by Django, once per set of headers. A request's headers all count but
-  those no part of the chain reads (`_IGNORED`); at most `FAST_LANE_TEMPLATES` sets are
-  kept, the least recently used dropped first, so a client varying its headers only sends
-  its requests the usual way.
-- The body comes from the route's `read`, which renders it with the endpoint's own
-  serializer and DRF's renderer (tested byte for byte against Django's answer). When
-  `read` finds nothing to answer (an unknown or expired session, a malformed id), the
-  request goes to Django, which gives the error in the contract's shape.
+  headers goes through Django, and if Django answers the route's success status, the
+  headers of that answer (all but Content-Length) are kept for requests with the same
+  headers; never an answer with a header that belongs to one answer only (`_PER_ANSWER`:
+  a cookie, an ETag, ...). Whatever the middleware chain decides from the request (the
+  allowed hosts, CORS for the Origin, the security headers, DRF's Allow and content
+  negotiation from Accept) is therefore decided by Django, once per set of headers. A
+  request's headers all count but those no part of the chain reads (`_IGNORED`); at most
+  `FAST_LANE_TEMPLATES` sets are kept, the least recently used dropped first, so a client
+  varying its headers only sends its requests the usual way.
+- The body comes from the route's `answer`, which does what the view does with the
+  view's own parts (serializers, parser, renderer, rate limits, services; tested against
+  Django's answers byte for byte and for what they change). When the view would answer
+  anything but its success (an unknown or expired session, a body that does not
+  validate, a limit reached) `answer` changes nothing and says None, and Django answers
+  from the start, with the error in the contract's shape. A rate limit `answer` counted
+  is not counted again by Django (`COUNTED` in the scope).
 
-What the fast lane skips has no effect on a 200 of these routes: the request signals (the
-reads run through `database_sync_to_async`, which closes stale connections as they do)
-and Django's request log (it logs only errors).
+What the fast lane skips has no effect on these answers: the request signals (the work
+runs through `database_sync_to_async`, which closes stale connections as they do) and
+Django's request log (it logs only errors).
 """
 
 import re

@@ -109,6 +109,28 @@ def history_codes(*, entry_ids: list[int]) -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
+def _session_keys(session_ids: list) -> tuple[list[uuid.UUID | None], dict]:
+    """The ids as UUIDs (None for one that is not a UUID: no session), and the database key
+    of each valid one."""
+    sids: list[uuid.UUID | None] = []
+    for value in session_ids:
+        try:
+            sids.append(parse_session_id(value))
+        except SessionNotFound:
+            sids.append(None)
+    return sids, {sid: store.session_pk(sid) for sid in sids if sid is not None}
+
+
+def _live_rows(cursor, keys: dict, columns: str) -> dict:
+    """Of these sessions (keys as `_session_keys` gives them), the live ones: key -> `columns`."""
+    cursor.execute(
+        f"SELECT id, {columns} FROM {store.table_name(InterviewSession)}"
+        f" WHERE id IN ({', '.join(['%s'] * len(keys))}) AND expires_at > %s",
+        [*keys.values(), store.db_datetime(timezone.now())],
+    )
+    return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
 @dataclass(frozen=True)
 class Welcome:
     session_id: uuid.UUID
@@ -125,23 +147,11 @@ def welcome_states(*, session_ids: list) -> list[Welcome | SessionNotFound]:
     every resync reads this, a thousand at once when a fleet of clients reconnects: the
     ORM's building of the two queries, and a query pair per connection, were most of
     their cost. At most a few hundred ids at a time (each is a parameter)."""
-    sids: list[uuid.UUID | None] = []
-    for value in session_ids:
-        try:
-            sids.append(parse_session_id(value))
-        except SessionNotFound:
-            sids.append(None)
-    keys = {sid: store.session_pk(sid) for sid in sids if sid is not None}
+    sids, keys = _session_keys(session_ids)
     rows, people = {}, {}
     if keys:
-        marks = ", ".join(["%s"] * len(keys))
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, code, language, version, expires_at FROM {store.table_name(InterviewSession)}"
-                f" WHERE id IN ({marks}) AND expires_at > %s",
-                [*keys.values(), store.db_datetime(timezone.now())],
-            )
-            rows = {row[0]: row[1:] for row in cursor.fetchall()}
+            rows = _live_rows(cursor, keys, "code, language, version, expires_at")
             live = [key for key in keys.values() if key in rows]
             if live:
                 cursor.execute(
@@ -176,22 +186,11 @@ def code_states(*, session_ids: list) -> list[CodeState | None]:
     """The current code of each of these sessions, in order (None for one that is not
     live, or an id that is not one): one statement however many there are (at most a few
     hundred ids), what `GET /code` answers."""
-    sids: list[uuid.UUID | None] = []
-    for value in session_ids:
-        try:
-            sids.append(parse_session_id(value))
-        except SessionNotFound:
-            sids.append(None)
-    keys = {sid: store.session_pk(sid) for sid in sids if sid is not None}
+    sids, keys = _session_keys(session_ids)
     rows = {}
     if keys:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id, code, language, version, code_modified_at FROM {store.table_name(InterviewSession)}"
-                f" WHERE id IN ({', '.join(['%s'] * len(keys))}) AND expires_at > %s",
-                [*keys.values(), store.db_datetime(timezone.now())],
-            )
-            rows = {row[0]: row[1:] for row in cursor.fetchall()}
+            rows = _live_rows(cursor, keys, "code, language, version, code_modified_at")
     states: list[CodeState | None] = []
     for sid in sids:
         row = rows.get(keys.get(sid))

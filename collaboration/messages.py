@@ -101,10 +101,14 @@ def over_size_limit(text: str) -> bool:
     return len(text) > limit or (len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit)
 
 
+# One decoder for every frame: `json.loads` with these hooks built a JSONDecoder per call.
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def parse(text: str) -> Inbound:
     """A frame as `{type, userId?, timestamp?, data?}`, else MessageError."""
     try:
-        message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        message = _decoder.decode(text)
     except (ValueError, RecursionError) as exc:
         raise MessageError("Message is not valid JSON.") from exc
     if not isinstance(message, dict):

@@ -22,7 +22,8 @@ ENDED_EVENT = "session.ended"
 
 def group_name(session_id: uuid.UUID | str) -> str:
     """The channel-layer group of a session's connections."""
-    return f"session-{uuid.UUID(str(session_id)).hex}"
+    # The writer names the group of every change it publishes: a UUID needs no parse.
+    return f"session-{(session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))).hex}"
 
 
 def serialized_event(message: dict, *, exclude: str | None = None, version: int | None = None) -> dict:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import pytest
+from channels.db import database_sync_to_async
 
 from collaboration import writer as writer_module
 from collaboration.tests.helpers import close_all, get_document, open_joined, receive_type
@@ -218,3 +219,24 @@ class TestCounts:
         assert [s.change.code for s in writer._take_round()] == [None, None, "t2"]
         assert (writer.waiting_total, writer.waiting_in) == (0, {})
         assert writer.submit(change("s3", 1))
+
+
+class TestDatabaseThread:
+    async def test_rounds_run_on_the_thread_of_database_sync_to_async(self, monkeypatch):
+        """A round hops straight to the one database thread the consumers' and presence's
+        database calls use, so they never interleave with it."""
+        threads = []
+
+        def record(submissions):
+            threads.append(threading.get_ident())
+            return [ValueError("not applied")] * len(submissions)
+
+        monkeypatch.setattr(writer_module, "_apply_round", record)
+        writer = DocumentWriter()
+        try:
+            assert writer.executor is not None
+            writer.submit(Submission("s1", CodeChange(code="t"), "c"))
+            await writer.idle()
+            assert threads == [await database_sync_to_async(threading.get_ident)()]
+        finally:
+            writer.task.cancel()

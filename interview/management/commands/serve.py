@@ -333,6 +333,14 @@ class SocketWriter:
             cork.write(transport, data)
         return True
 
+    def interrupt(self, exc: BaseException) -> None:
+        """Hand `exc` to the application's `receive`, behind the messages already waiting:
+        a consumer that reads the client's frames itself (see `collaboration.inbox`) raises
+        it and stops, though the client sends nothing more."""
+        queue = getattr(self.protocol, "application_queue", None)
+        if queue is not None:
+            queue.put_nowait(exc)
+
     def close_behind(self) -> None:
         """Close with 1013: the client does not read what it is sent."""
         if not getattr(self.protocol, "fell_behind", False):

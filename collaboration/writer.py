@@ -103,9 +103,16 @@ def _database_thread(loop: asyncio.AbstractEventLoop) -> Executor | None:
     context and closed old connections twice: 6% of the server's GIL samples at 20 x 5
     clients x 10 updates/s (about 150 rounds a second). With the two trims below it
     (`messages.parse`, `events.group_name`), 174 -> 162 µs of server CPU per delivery."""
-    if loop in AsyncToSync.loop_thread_executors or getattr(AsyncToSync.executors, "current", None):
+    # asgiref's own bookkeeping, read defensively: should a release rename it, rounds take
+    # `database_sync_to_async` as before rather than fail.
+    loop_executors = getattr(AsyncToSync, "loop_thread_executors", None)
+    executors = getattr(AsyncToSync, "executors", None)
+    single = getattr(SyncToAsync, "single_thread_executor", None)
+    if loop_executors is None or executors is None or single is None:
         return None
-    return SyncToAsync.single_thread_executor
+    if loop in loop_executors or getattr(executors, "current", None):
+        return None
+    return single
 
 
 class DocumentWriter:

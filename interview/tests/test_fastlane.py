@@ -7,6 +7,8 @@ import json
 import re
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -58,13 +60,34 @@ async def _call(app, scope: dict, body: bytes = b"") -> tuple[int, list, bytes]:
     )
 
 
+@pytest.fixture(autouse=True)
+async def _close_async_orm_connection():
+    """The async ORM's calls run on one shared thread: its connection closed after each test."""
+    yield
+    await sync_to_async(lambda: connection.close())()
+
+
 @pytest.fixture
 def apps():
     """The fast lane in front of Django's handler, and the same handler alone."""
     handler = PooledSyncASGIHandler(threads=1)
     django_only = BodyLengthMiddleware(handler)
     yield FastLane(django_only, routes(handler.executor)), django_only
+    handler.executor.submit(lambda: connection.close()).result()  # the pool thread's own connection
     handler.executor.shutdown(wait=True)
+
+
+async def _in_thread(fn, *args, **kwargs):
+    """`fn` on a thread of its own, whose database connection it closes (PostgreSQL's test
+    database cannot be dropped while a thread holds one)."""
+
+    def run():
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(run)
 
 
 def _code_path(session) -> str:
@@ -97,10 +120,10 @@ async def test_the_answer_is_djangos_byte_for_byte(apps, name, read):
     lane's where it serves) and Django's own alone are the same status, headers and body."""
     fast, django_only = apps
     code = 'print("é \u2028 😀 \\u0000")\n\ttabs\r\n'
-    session = await asyncio.to_thread(session_make, code=code, language="python", title="Tï 😀")
-    await asyncio.to_thread(participant_make, session, "u1", "Ann 😀", live=1, cursor={"line": 1, "column": 2})
-    await asyncio.to_thread(participant_make, session, "u2", "Gone", stale=1)
-    await asyncio.to_thread(participant_make, session, "u3", "Bob", live=2, role="interviewer")
+    session = await _in_thread(session_make, code=code, language="python", title="Tï 😀")
+    await _in_thread(participant_make, session, "u1", "Ann 😀", live=1, cursor={"line": 1, "column": 2})
+    await _in_thread(participant_make, session, "u2", "Gone", stale=1)
+    await _in_thread(participant_make, session, "u3", "Bob", live=2, role="interviewer")
     scope = _scope(READS[read].format(session.id), headers=HEADER_SETS[name])
     if name == "bad host":
         scope["headers"] = [(b"host", b"evil.example")]
@@ -126,7 +149,7 @@ async def test_the_answer_is_djangos_byte_for_byte(apps, name, read):
 async def test_every_language_and_a_fresh_save_are_read_as_django_reads_them(apps):
     fast, django_only = apps
     sessions = [
-        await asyncio.to_thread(session_make, language=lang, code=f"// {lang}\n")
+        await _in_thread(session_make, language=lang, code=f"// {lang}\n")
         for lang in ("python", "javascript", "java", "cpp")
     ]
     for session in sessions:
@@ -151,8 +174,8 @@ async def test_what_it_cannot_be_sure_of_goes_to_django(apps):
     """A query, HEAD, a body, a script prefix, an unknown, malformed or expired session:
     Django answers, as it would alone (the errors in the contract's shape)."""
     fast, django_only = apps
-    live = await asyncio.to_thread(session_make, code="x = 1\n")
-    expired = await asyncio.to_thread(session_make, code="old\n")
+    live = await _in_thread(session_make, code="x = 1\n")
+    expired = await _in_thread(session_make, code="old\n")
     await InterviewSession.objects.filter(pk=expired.pk).aupdate(
         expires_at=timezone.now() - datetime.timedelta(seconds=1)
     )
@@ -178,7 +201,7 @@ async def test_what_it_cannot_be_sure_of_goes_to_django(apps):
 async def test_learned_header_sets_are_bounded_least_recently_used_first(apps):
     _, django_only = apps
     fast = FastLane(django_only, routes(django_only.application.executor), templates=2)
-    session = await asyncio.to_thread(session_make, code="x\n")
+    session = await _in_thread(session_make, code="x\n")
     by_agent = {n: _scope(_code_path(session), headers=[(b"x-client", f"c{n}".encode())]) for n in range(3)}
     for n in (0, 1):
         await _call(fast, by_agent[n])
@@ -219,7 +242,7 @@ async def test_an_answer_with_a_cookie_or_etag_is_never_learned():
 async def test_no_header_sets_kept_means_every_request_goes_to_django(apps):
     _, django_only = apps
     fast = FastLane(django_only, routes(django_only.application.executor))
-    session = await asyncio.to_thread(session_make, code="x\n")
+    session = await _in_thread(session_make, code="x\n")
     for _ in range(3):
         assert (await _call(fast, _scope(_code_path(session))))[0] == 200
     assert fast.served == 0
@@ -306,7 +329,7 @@ async def test_saves_answer_and_change_what_djangos_do(apps):
     alone: the same answers, and the twins hold the same code, language and version after
     each (every body twice, so the fast lane has learned by the second round)."""
     fast, django_only = apps
-    one, twin = [await asyncio.to_thread(session_make, language="javascript", code="start\n") for _ in range(2)]
+    one, twin = [await _in_thread(session_make, language="javascript", code="start\n") for _ in range(2)]
     for _ in range(2):
         for body in CODE_BODIES:
             mine = await _call(fast, _post(_code_path(one), body), body)
@@ -359,7 +382,7 @@ async def test_rate_limits_count_once_and_refuse_as_django_does(apps):
     """At "3/minute" for saves: a save to an unknown session (404) counts, as it does in
     Django, but once; the fourth request is refused with Django's 429."""
     fast, django_only = apps
-    session = await asyncio.to_thread(session_make, code="x\n")
+    session = await _in_thread(session_make, code="x\n")
     body = CODE_BODIES[0]
     await _call(fast, _post(_code_path(session), body, client="10.2.0.1"), body)  # learned (another address)
     unknown = "/api/sessions/00000000-0000-0000-0000-000000000000/code"

@@ -156,17 +156,20 @@ class FastLane:
         if scope.get("root_path"):
             return None
         headers = []
-        length = None
+        length = content_type = None
         for name, value in scope["headers"]:
             if name in _BODY_HEADERS:
                 if name == b"transfer-encoding" or length is not None:
                     return None
                 length = value.strip()
             elif name not in self.ignored:
-                if name == b"content-type" and route.body and value not in _JSON_TYPES:
-                    return None
+                if name == b"content-type":
+                    content_type = value
                 headers.append((name, value))
         if route.body:
+            # Without a JSON Content-Type DRF reads no body at all (or refuses it): Django's way.
+            if content_type not in _JSON_TYPES:
+                return None
             if not length or not length.isdigit() or int(length) > settings.MAX_REQUEST_BODY_BYTES:
                 return None
         elif length not in (None, b"", b"0"):

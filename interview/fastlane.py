@@ -35,6 +35,7 @@ runs through `database_sync_to_async`, which closes stale connections as they do
 Django's request log (it logs only errors).
 """
 
+import logging
 import re
 import weakref
 from collections import OrderedDict
@@ -45,6 +46,8 @@ from django.conf import settings
 
 from interview import health
 from interview.middleware import replayed_body
+
+logger = logging.getLogger(__name__)
 
 # Request headers that no middleware, nor DRF, reads on these routes: they do not make
 # the answer differ, so requests that differ only in them share a set of learned headers.
@@ -84,8 +87,8 @@ _PER_ANSWER = frozenset(
 class Route:
     """A request the fast lane answers: `method` and `pattern` (the whole path, one group,
     the value `answer` is given); `answer` returns the body of Django's `status` answer, or
-    None for "ask Django", which it may say only if it changed nothing (but what it notes in
-    `EdgeRequest.counted`). With `body`, the route takes a JSON body (at most
+    None for "ask Django", which it may say (or raise) only if it changed nothing (but what
+    it notes in `EdgeRequest.counted`). With `body`, the route takes a JSON body (at most
     MAX_REQUEST_BODY_BYTES, with its length given), read here and replayed to Django."""
 
     name: str
@@ -191,7 +194,14 @@ class FastLane:
             if body is None:
                 return None  # the client went away
         request = EdgeRequest(scope, body)
-        answer = await route.answer(value, request)
+        try:
+            answer = await route.answer(value, request)
+        except Exception:
+            # A database that fails, say: Django tries again and answers in the contract's
+            # shape. A route raises only before it has changed anything (a write's
+            # transaction rolled back), so trying again loses and doubles nothing.
+            logger.exception("The fast lane could not answer %s %s; Django answers it", scope["method"], scope["path"])
+            answer = None
         if answer is None:
             scope = {**scope, COUNTED: frozenset(request.counted)} if request.counted else scope
             return await self.app(scope, replayed_body(body, receive) if route.body else receive, send)

@@ -410,3 +410,20 @@ async def test_rate_limits_count_once_and_refuse_as_django_does(apps):
     assert answers[3][0] == refused_by_django[0] == 429
     assert json.loads(answers[3][2])["error"] == json.loads(refused_by_django[2])["error"]
     assert dict(answers[3][1]).get(b"Retry-After") is not None
+
+
+async def test_a_route_that_fails_leaves_the_request_to_django(caplog):
+    """An answer that raises (a database that fails, say) is Django's to give, and logged."""
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"Content-Length", b"9")]})
+        await send({"type": "http.response.body", "body": b"by django"})
+
+    async def broken(_value, _request):
+        raise RuntimeError("database gone")
+
+    fast = FastLane(app, [Route("r", "GET", re.compile(r"/r/([^/]+)"), broken)])
+    answers = [(await _call(fast, _scope("/r/1")))[2] for _ in range(2)]  # learned, then the route fails
+    assert answers == [b"by django", b"by django"]
+    assert fast.served == 0
+    assert "could not answer GET /r/1" in caplog.text

@@ -124,9 +124,9 @@ ASGI_APPLICATION = "interview.asgi.application"
 # Threads that run the sync part of HTTP requests (interview/handler.py), each keeping its
 # own database connection; async views (code execution) never wait for them.
 HTTP_SYNC_THREADS = env.int("HTTP_SYNC_THREADS", default=1)
-# The fast lane (interview/fastlane.py): GET of a session's code answered at the ASGI edge
-# with the headers Django gave for the same request headers; at most this many header sets
-# kept (0 or FAST_LANE=false: every request goes through Django).
+# The fast lane (interview/fastlane.py): the hot REST requests (sessions/fast_lane.py)
+# answered at the ASGI edge with the headers Django gave for the same request headers; at
+# most this many header sets kept (0 or FAST_LANE=false: every request goes through Django).
 FAST_LANE = env.bool("FAST_LANE", default=True)
 FAST_LANE_TEMPLATES = env.int("FAST_LANE_TEMPLATES", default=256)
 

@@ -9,16 +9,11 @@ from rest_framework.response import Response
 
 from interview.schema import error
 from interview.throttling import throttles_for
-from sessions import replay, selectors, serializers, services
+from sessions import answers, replay, selectors, serializers, services
 from sessions.exceptions import InvalidChange
 from sessions.permissions import IsSessionOwner
 
 SESSION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="The session's UUID.")
-
-
-def _with_count(session):
-    session.active_participants = selectors.participant_active_count(session=session)
-    return session
 
 
 @extend_schema_view(
@@ -85,16 +80,11 @@ class SessionViewSet(viewsets.ViewSet):
     def create(self, request):
         params = serializers.SessionCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        data = params.validated_data
-        session = services.session_create(
-            language=data["language"], title=data["title"], expires_in_hours=data["expiresIn"]
-        )
-        session.active_participants = 0
-        return Response(serializers.SessionCreatedSerializer(session).data, status=status.HTTP_201_CREATED)
+        return Response(answers.session_created(params.validated_data), status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, pk=None):
         session = selectors.session_get(session_id=pk)
-        return Response(serializers.SessionSerializer(_with_count(session)).data)
+        return Response(answers.session_answer(session))
 
     def partial_update(self, request, pk=None):
         selectors.session_get(session_id=pk)
@@ -107,7 +97,7 @@ class SessionViewSet(viewsets.ViewSet):
             title=data.get("title"),
             set_title="title" in data,
         )
-        return Response(serializers.SessionSerializer(_with_count(session)).data)
+        return Response(answers.session_answer(session))
 
     def destroy(self, request, pk=None):
         session = selectors.session_get(session_id=pk)
@@ -158,12 +148,9 @@ class SessionViewSet(viewsets.ViewSet):
         params = serializers.CodeSaveSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         try:
-            snapshot = services.snapshot_create(
-                session_id=pk, code=params.validated_data["code"], language=params.validated_data.get("language")
-            )
+            return Response(answers.code_saved(pk, params.validated_data))
         except InvalidChange as exc:
             raise ValidationError({"code": [str(exc)]}) from exc
-        return Response(serializers.SnapshotReceiptSerializer(snapshot).data)
 
     @extend_schema(
         tags=["collaboration"],
@@ -174,11 +161,7 @@ class SessionViewSet(viewsets.ViewSet):
     )
     @action(detail=True, methods=["get"])
     def participants(self, request, pk=None):
-        session = selectors.session_get(session_id=pk)
-        participants = selectors.participants_active(session=session)
-        return Response(
-            serializers.ParticipantListSerializer({"sessionId": session.id, "participants": participants}).data
-        )
+        return Response(answers.participants_answer(selectors.session_get(session_id=pk)))
 
     @extend_schema(
         tags=["collaboration"],

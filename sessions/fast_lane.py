@@ -2,9 +2,9 @@
 save code (POST code) and create a session (POST), the three the REST mix is made of, and
 the two other reads of a live session (GET the session, GET its participants).
 
-Each does what its view does, with the view's own parts: the same serializers to validate
-and to answer, DRF's JSON parser and renderer, the same rate-limit class, the same
-services. Where the view would answer anything but its success (a body that does not
+Each does what its view does, with the view's own parts: the same serializers to validate,
+the same `sessions.answers` to do the work and build the answer, DRF's JSON parser and
+renderer, the same rate-limit class. Where the view would answer anything but its success (a body that does not
 validate, a limit reached, an unknown session, a change the document refuses) the answer
 is None and Django answers instead, from the start: nothing was written (a refused write
 rolled back), and a rate limit counted here is not counted again (`EdgeRequest.counted`).
@@ -29,7 +29,7 @@ from interview.batching import Batcher
 from interview.fastlane import EdgeRequest, Route
 from interview.parsers import SafeJSONParser
 from interview.throttling import ScopedAddressThrottle
-from sessions import selectors, serializers, services
+from sessions import answers, selectors, serializers
 from sessions.exceptions import InvalidChange, SessionNotFound
 
 _renderer = JSONRenderer()
@@ -44,32 +44,19 @@ def _code_answers(session_ids: list) -> list[bytes | None]:
 
 
 def _one_by_one(answer):
-    """A batch function of `answer` (one session id -> body), None for an unknown session."""
+    """A batch function of `answer` (a live session -> its answer's data): one body per
+    session id, None for an unknown one."""
 
-    def answers(session_ids: list) -> list[bytes | None]:
-        bodies = []
+    def bodies(session_ids: list) -> list[bytes | None]:
+        out = []
         for session_id in session_ids:
             try:
-                bodies.append(answer(selectors.session_get(session_id=session_id)))
+                out.append(_renderer.render(answer(selectors.session_get(session_id=session_id))))
             except SessionNotFound:
-                bodies.append(None)
-        return bodies
+                out.append(None)
+        return out
 
-    return answers
-
-
-def _session_answer(session) -> bytes:
-    """GET /api/sessions/{id}, as `SessionViewSet.retrieve` answers."""
-    session.active_participants = selectors.participant_active_count(session=session)
-    return _renderer.render(serializers.SessionSerializer(session).data)
-
-
-def _participants_answer(session) -> bytes:
-    """GET /api/sessions/{id}/participants, as `SessionViewSet.participants` answers."""
-    participants = selectors.participants_active(session=session)
-    return _renderer.render(
-        serializers.ParticipantListSerializer({"sessionId": session.id, "participants": participants}).data
-    )
+    return bodies
 
 
 def _params(serializer_class, request: EdgeRequest):
@@ -99,10 +86,9 @@ def _code_save(session_id: str, request: EdgeRequest) -> bytes | None:
     if params is None or not _allowed("code_save", request):
         return None
     try:
-        snapshot = services.snapshot_create(session_id=session_id, code=params["code"], language=params.get("language"))
+        return _renderer.render(answers.code_saved(session_id, params))
     except (SessionNotFound, InvalidChange):
         return None
-    return _renderer.render(serializers.SnapshotReceiptSerializer(snapshot).data)
 
 
 def _session_create(_value: str, request: EdgeRequest) -> bytes | None:
@@ -110,11 +96,7 @@ def _session_create(_value: str, request: EdgeRequest) -> bytes | None:
     params = _params(serializers.SessionCreateSerializer, request)
     if params is None or not _allowed("session_create", request):
         return None
-    session = services.session_create(
-        language=params["language"], title=params["title"], expires_in_hours=params["expiresIn"]
-    )
-    session.active_participants = 0
-    return _renderer.render(serializers.SessionCreatedSerializer(session).data)
+    return _renderer.render(answers.session_created(params))
 
 
 def _reads(answers, executor: Executor):
@@ -142,8 +124,8 @@ def routes(executor: Executor) -> list[Route]:
     participants = re.compile(r"/api/sessions/([^/]+)/participants/?")
     return [
         Route("session-code", "GET", code, reads(_code_answers)),
-        Route("session", "GET", session, reads(_one_by_one(_session_answer))),
-        Route("session-participants", "GET", participants, reads(_one_by_one(_participants_answer))),
+        Route("session", "GET", session, reads(_one_by_one(answers.session_answer))),
+        Route("session-participants", "GET", participants, reads(_one_by_one(answers.participants_answer))),
         Route("session-code-save", "POST", code, on_http_thread(_code_save), body=True),
         Route("session-create", "POST", re.compile(r"/api/sessions(/?)"), on_http_thread(_session_create), 201, True),
     ]
